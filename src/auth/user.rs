@@ -1,0 +1,117 @@
+//! Who is asking. The signed-in person is read from the session alone (no SQL on a page view):
+//! sign-in puts their id, name, role and CSRF token there; changing any of those ends their sessions.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_session::SessionExt;
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::routes::error::AppError;
+use crate::sessions::AUTH_KEY;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionUser {
+    pub uid: i64,
+    pub username: String,
+    pub role: String,
+    pub csrf: String,
+}
+
+impl SessionUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
+/// A signed-in person. Visitors get 303 to /login?next=… on pages, 401 JSON on JSON routes.
+#[derive(Clone, Debug)]
+pub struct CurrentUser(pub SessionUser);
+
+impl std::ops::Deref for CurrentUser {
+    type Target = SessionUser;
+    fn deref(&self) -> &SessionUser {
+        &self.0
+    }
+}
+
+impl CurrentUser {
+    /// The CSRF check, after the sign-in check: a form's hidden csrf_token, or the X-CSRF-Token
+    /// header of a JSON call.
+    pub fn check_csrf(&self, given: &str) -> Result<(), AppError> {
+        if crate::auth::csrf::tokens_match(&self.csrf, given) {
+            Ok(())
+        } else {
+            Err(AppError::Csrf)
+        }
+    }
+
+    pub fn check_csrf_header(&self, req: &HttpRequest) -> Result<(), AppError> {
+        let given = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.check_csrf(given)
+    }
+}
+
+/// Routes that answer JSON get 401 JSON instead of a redirect.
+pub fn wants_json(req: &HttpRequest) -> bool {
+    let path = req.path();
+    path.starts_with("/api/") || path.ends_with("/status")
+}
+
+pub fn session_user(req: &HttpRequest) -> Option<SessionUser> {
+    req.get_session().get::<SessionUser>(AUTH_KEY).ok().flatten()
+}
+
+impl FromRequest for CurrentUser {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match session_user(req) {
+            Some(user) => Ok(CurrentUser(user)),
+            None if wants_json(req) => Err(AppError::Unauthenticated),
+            None => {
+                let next = match req.uri().path_and_query() {
+                    Some(pq) => pq.as_str().to_owned(),
+                    None => req.path().to_owned(),
+                };
+                Err(AppError::SignInRequired { next })
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// A signed-in admin; anyone else signed in gets 403.
+#[derive(Clone, Debug)]
+pub struct AdminUser(pub CurrentUser);
+
+impl std::ops::Deref for AdminUser {
+    type Target = CurrentUser;
+    fn deref(&self) -> &CurrentUser {
+        &self.0
+    }
+}
+
+impl FromRequest for AdminUser {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = CurrentUser::from_request(req, payload);
+        Box::pin(async move {
+            let user = user.await?;
+            if user.is_admin() {
+                Ok(AdminUser(user))
+            } else {
+                Err(AppError::Forbidden("This page is for administrators.".into()))
+            }
+        })
+    }
+}

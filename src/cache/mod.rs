@@ -1,0 +1,546 @@
+//! The Redis side: a bb8 pool of `redis::Client`, a circuit breaker, versioned values and the
+//! outbox drain. Redis is a copy: every error, timeout or decode failure here is a miss, and the
+//! database answers.
+//!
+//! The breaker: a command that fails to reach Redis (timeout, refused, reset) trips it; while it is
+//! open no request touches Redis at all. A background task probes Redis with a fresh connection and,
+//! before trusting it again, reconciles the cache generation (a restarted or restored Redis gets a new
+//! one) and drains the outbox, then swaps in a fresh pool and closes the breaker.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::Client;
+
+pub mod entry;
+pub mod keys;
+
+pub use entry::Entry;
+pub use keys::Kind;
+
+use crate::config::RedisConfig;
+use crate::store::{self, Db};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("Redis is turned off")]
+    Disabled,
+    #[error("Redis is unavailable (circuit open)")]
+    Unavailable,
+    #[error("Redis did not answer in time")]
+    Timeout,
+    #[error("Redis command failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("a cached value could not be decoded")]
+    Decode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisStatus {
+    Ok,
+    Unavailable,
+    Disabled,
+}
+
+/// Counters for /metrics and for tests that count round trips.
+#[derive(Default)]
+pub struct CacheStats {
+    pub hits: [AtomicU64; 5],
+    pub misses: [AtomicU64; 5],
+    pub fallbacks: [AtomicU64; 5],
+    pub outbox_retries: [AtomicU64; 5],
+    pub commands: AtomicU64,
+    pub round_trips: AtomicU64,
+    pub breaker_trips: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn hit(&self, kind: Kind) {
+        self.hits[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn miss(&self, kind: Kind) {
+        self.misses[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn fallback(&self, kind: Kind) {
+        self.fallbacks[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Inner {
+    client: Client,
+    pool: RwLock<bb8::Pool<Client>>,
+    prefix: String,
+    generation: AtomicI64,
+    open: AtomicBool,
+    wake: tokio::sync::Notify,
+    timeout: Duration,
+    interval: Duration,
+    stats: CacheStats,
+    set_if_newer: redis::Script,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Option<Arc<Inner>>,
+    disabled_stats: Arc<CacheStats>,
+}
+
+fn build_pool(client: &Client, timeout: Duration) -> bb8::Pool<Client> {
+    bb8::Pool::builder()
+        .max_size(8)
+        .min_idle(None)
+        .connection_timeout(timeout)
+        .retry_connection(false)
+        .test_on_check_out(false)
+        .build_unchecked(client.clone())
+}
+
+impl Cache {
+    pub fn disabled() -> Cache {
+        Cache {
+            inner: None,
+            disabled_stats: Arc::new(CacheStats::default()),
+        }
+    }
+
+    /// Builds the pool without waiting for Redis; the breaker starts open until the first probe
+    /// (run here once, bounded by the command timeout) has reconciled the generation.
+    pub async fn connect(config: &RedisConfig, db: &Db) -> Result<Cache, redis::RedisError> {
+        let Some(url) = &config.url else {
+            return Ok(Cache::disabled());
+        };
+        let client = Client::open(url.expose().as_str())?;
+        let inner = Arc::new(Inner {
+            pool: RwLock::new(build_pool(&client, config.command_timeout)),
+            client,
+            prefix: config.prefix.clone(),
+            generation: AtomicI64::new(0),
+            open: AtomicBool::new(true),
+            wake: tokio::sync::Notify::new(),
+            timeout: config.command_timeout,
+            interval: config.outbox_interval,
+            stats: CacheStats::default(),
+            set_if_newer: redis::Script::new(entry::SET_IF_NEWER),
+        });
+        let cache = Cache {
+            inner: Some(inner),
+            disabled_stats: Arc::new(CacheStats::default()),
+        };
+        if let Err(error) = cache.recover(db).await {
+            tracing::warn!(error = %error, "Redis is not reachable at start; serving from the database");
+        }
+        Ok(cache)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        match &self.inner {
+            Some(inner) => &inner.stats,
+            None => &self.disabled_stats,
+        }
+    }
+
+    /// What the breaker believes, without asking Redis.
+    pub fn status(&self) -> RedisStatus {
+        match &self.inner {
+            None => RedisStatus::Disabled,
+            Some(inner) if inner.open.load(Ordering::Acquire) => RedisStatus::Unavailable,
+            Some(_) => RedisStatus::Ok,
+        }
+    }
+
+    /// Asks Redis (PING), for /readyz.
+    pub async fn ping(&self) -> RedisStatus {
+        if self.inner.is_none() {
+            return RedisStatus::Disabled;
+        }
+        match self
+            .exec(Kind::Throttle, 1, |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await
+        {
+            Ok(_) => RedisStatus::Ok,
+            Err(_) => RedisStatus::Unavailable,
+        }
+    }
+
+    /// The Redis key of a cached copy.
+    pub fn key(&self, logical: &str) -> String {
+        match &self.inner {
+            Some(inner) => format!(
+                "{}g{}:{}",
+                inner.prefix,
+                inner.generation.load(Ordering::Acquire),
+                logical
+            ),
+            None => logical.to_owned(),
+        }
+    }
+
+    /// The Redis key of something that is not a copy (throttle counters).
+    pub fn global_key(&self, logical: &str) -> String {
+        match &self.inner {
+            Some(inner) => format!("{}{}", inner.prefix, logical),
+            None => logical.to_owned(),
+        }
+    }
+
+    /// Runs one round trip (`commands` commands) on a pooled connection, under the breaker and the
+    /// command timeout. A failure to reach Redis trips the breaker.
+    pub async fn exec<T, F, Fut>(&self, kind: Kind, commands: u64, op: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        self.exec_gated(kind, commands, false, op).await
+    }
+
+    /// `exec`, where `bypass` lets the recovery path talk to Redis while the breaker is still open.
+    async fn exec_gated<T, F, Fut>(&self, _kind: Kind, commands: u64, bypass: bool, op: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        let inner = self.inner.as_ref().ok_or(CacheError::Disabled)?;
+        if !bypass && inner.open.load(Ordering::Acquire) {
+            return Err(CacheError::Unavailable);
+        }
+        let pool = match inner.pool.read() {
+            Ok(pool) => pool.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        inner.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        inner.stats.commands.fetch_add(commands, Ordering::Relaxed);
+        let attempt = async {
+            let conn = pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(e) => CacheError::Redis(e),
+                bb8::RunError::TimedOut => CacheError::Timeout,
+            })?;
+            let conn: MultiplexedConnection = (*conn).clone();
+            op(conn).await.map_err(CacheError::Redis)
+        };
+        let result = match tokio::time::timeout(inner.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Timeout),
+        };
+        if let Err(error) = &result {
+            if !bypass && is_connectivity(error) {
+                self.trip(error);
+            }
+        }
+        result
+    }
+
+    fn trip(&self, error: &CacheError) {
+        if let Some(inner) = &self.inner {
+            if !inner.open.swap(true, Ordering::AcqRel) {
+                inner.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, "Redis unreachable: circuit open, serving from the database");
+                inner.wake.notify_one();
+            }
+        }
+    }
+
+    /// Reads one versioned value; with `refresh`, slides its TTL in the same command (GETEX).
+    pub async fn get_entry(
+        &self,
+        kind: Kind,
+        logical: &str,
+        refresh: Option<Duration>,
+    ) -> Result<Option<Entry>, CacheError> {
+        let key = self.key(logical);
+        let raw: Option<Vec<u8>> = self
+            .exec(kind, 1, |mut c| async move {
+                match refresh {
+                    Some(ttl) => {
+                        redis::cmd("GETEX")
+                            .arg(&key)
+                            .arg("PX")
+                            .arg(ttl.as_millis() as u64)
+                            .query_async(&mut c)
+                            .await
+                    }
+                    None => redis::cmd("GET").arg(&key).query_async(&mut c).await,
+                }
+            })
+            .await?;
+        self.decode_counted(kind, raw)
+    }
+
+    /// Reads several versioned values in one round trip (MGET).
+    pub async fn get_entries(&self, logicals: &[(Kind, String)]) -> Result<Vec<Option<Entry>>, CacheError> {
+        if logicals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = logicals.iter().map(|(_, l)| self.key(l)).collect();
+        let raws: Vec<Option<Vec<u8>>> = self
+            .exec(logicals[0].0, 1, |mut c| async move {
+                redis::cmd("MGET").arg(&keys).query_async(&mut c).await
+            })
+            .await?;
+        logicals
+            .iter()
+            .zip(raws)
+            .map(|((kind, _), raw)| self.decode_counted(*kind, raw))
+            .collect()
+    }
+
+    fn decode_counted(&self, kind: Kind, raw: Option<Vec<u8>>) -> Result<Option<Entry>, CacheError> {
+        match raw {
+            None => {
+                self.stats().miss(kind);
+                Ok(None)
+            }
+            Some(raw) => match Entry::decode(&raw) {
+                Some(entry) => {
+                    self.stats().hit(kind);
+                    Ok(Some(entry))
+                }
+                None => {
+                    self.stats().miss(kind);
+                    Err(CacheError::Decode)
+                }
+            },
+        }
+    }
+
+    /// Writes a copy of a row at `version`, unless Redis already holds something as new.
+    pub async fn put_if_newer(
+        &self,
+        kind: Kind,
+        logical: &str,
+        version: i64,
+        payload: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let key = self.key(logical);
+        let value = Entry::encode_data(version, payload);
+        self.cas(kind, key, version, value, "D", ttl, false).await
+    }
+
+    /// Marks everything below `min_version` invalid (with TOMBSTONE: the row is gone).
+    pub async fn invalidate(&self, kind: Kind, logical: &str, min_version: i64) -> Result<bool, CacheError> {
+        self.invalidate_gated(kind, logical, min_version, false).await
+    }
+
+    async fn invalidate_gated(&self, kind: Kind, logical: &str, min_version: i64, bypass: bool) -> Result<bool, CacheError> {
+        let key = self.key(logical);
+        let value = Entry::encode_invalid(min_version);
+        self.cas(kind, key, min_version, value, "I", keys::ROW_TTL, bypass).await
+    }
+
+    async fn cas(
+        &self,
+        kind: Kind,
+        key: String,
+        version: i64,
+        value: Vec<u8>,
+        tag: &'static str,
+        ttl: Duration,
+        bypass: bool,
+    ) -> Result<bool, CacheError> {
+        let script = match &self.inner {
+            Some(inner) => inner.set_if_newer.clone(),
+            None => return Err(CacheError::Disabled),
+        };
+        let written: i64 = self
+            .exec_gated(kind, 1, bypass, |mut c| async move {
+                script
+                    .key(key)
+                    .arg(version)
+                    .arg(value)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .arg(tag)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Starts the background task: drains the outbox every interval, and while the breaker is open,
+    /// probes Redis until it can be trusted again. Ends when `shutdown` fires.
+    pub fn spawn_maintenance(&self, db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(inner) = self.inner.clone() else {
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(inner.interval) => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                if inner.open.load(Ordering::Acquire) {
+                    // Give a just-tripped breaker a moment before the first probe.
+                    tokio::time::sleep(inner.interval.min(Duration::from_millis(200))).await;
+                    if let Err(error) = cache.recover(&db).await {
+                        tracing::debug!(error = %error, "Redis probe failed");
+                    }
+                } else if let Err(error) = cache.drain_outbox(&db, false).await {
+                    tracing::debug!(error = %error, "outbox drain failed");
+                }
+            }
+        });
+    }
+
+    /// Probes Redis with a fresh connection; on success reconciles the generation, drains the
+    /// outbox, swaps in a fresh pool and closes the breaker.
+    async fn recover(&self, db: &Db) -> Result<(), String> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let probe = async {
+            let mut conn = inner
+                .client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(parse_run_id(&info).unwrap_or_default())
+        };
+        let run_id = tokio::time::timeout(inner.timeout * 4, probe)
+            .await
+            .map_err(|_| "probe timed out".to_owned())??;
+        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
+        let generation = store::cache_state::reconcile(&mut conn, &run_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        let previous = inner.generation.swap(generation, Ordering::AcqRel);
+        if previous != generation {
+            tracing::info!(generation, "cache generation set (Redis is a new or restored server)");
+        }
+        *inner.pool.write().map_err(|_| "pool lock poisoned".to_owned())? =
+            build_pool(&inner.client, inner.timeout);
+        self.drain_outbox(db, true).await.map_err(|e| e.to_string())?;
+        if inner.open.swap(false, Ordering::AcqRel) {
+            tracing::info!("Redis reachable again: circuit closed");
+        }
+        Ok(())
+    }
+
+    /// Applies pending outbox invalidations. `bypass` lets the recovery path write while the breaker
+    /// is still open (it must drain before it trusts Redis).
+    pub async fn drain_outbox(&self, db: &Db, bypass: bool) -> Result<usize, String> {
+        let Some(inner) = &self.inner else {
+            return Ok(0);
+        };
+        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
+        let rows = store::outbox::oldest(&mut conn, 500)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut done = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let kind = Kind::of_logical(&row.cache_key);
+            match self.invalidate_gated(kind, &row.cache_key, row.min_version, bypass).await {
+                Ok(_) => {
+                    inner.stats.outbox_retries[kind.index()].fetch_add(1, Ordering::Relaxed);
+                    done.push(row.id);
+                }
+                Err(error) => {
+                    store::outbox::remove(&mut conn, &done).await.map_err(|e| e.to_string())?;
+                    return Err(error.to_string());
+                }
+            }
+        }
+        store::outbox::remove(&mut conn, &done).await.map_err(|e| e.to_string())?;
+        Ok(done.len())
+    }
+
+    /// Throttle counters: (count, ms left in the window) for each key, in one round trip.
+    pub async fn counters(&self, logicals: &[String]) -> Result<Vec<(i64, i64)>, CacheError> {
+        let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
+        let n = keys.len() as u64;
+        let flat: Vec<Option<i64>> = self
+            .exec(Kind::Throttle, n * 2, |mut c| async move {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        Ok(flat
+            .chunks(2)
+            .map(|pair| (pair[0].unwrap_or(0), pair.get(1).copied().flatten().unwrap_or(-2)))
+            .collect())
+    }
+
+    /// Counts one failure on each key; a key's window starts at its first failure.
+    pub async fn count_failure(&self, logicals: &[String], window: Duration) -> Result<(), CacheError> {
+        let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
+        let n = keys.len() as u64;
+        self.exec(Kind::Throttle, n * 2, |mut c| async move {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("INCR")
+                    .arg(key)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(window.as_millis() as u64)
+                    .arg("NX")
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    pub async fn delete_global(&self, logical: &str) -> Result<(), CacheError> {
+        let key = self.global_key(logical);
+        self.exec(Kind::Throttle, 1, |mut c| async move {
+            redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
+        })
+        .await
+    }
+}
+
+/// Errors that mean "Redis is not there", as opposed to a bad command or value.
+fn is_connectivity(error: &CacheError) -> bool {
+    match error {
+        CacheError::Timeout => true,
+        CacheError::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
+        }
+        _ => false,
+    }
+}
+
+fn parse_run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_id_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
+        assert_eq!(super::parse_run_id(info).as_deref(), Some("abc123"));
+    }
+}

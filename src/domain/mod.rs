@@ -1,0 +1,5 @@
+//! Validated values. Parse at the edge: a value of these types is valid by construction.
+
+pub mod account;
+
+pub use account::{Email, NewPassword, Username};

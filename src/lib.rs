@@ -1,0 +1,16 @@
+//! fedialt: alt text for the images you already posted to the fediverse.
+
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod keys;
+pub mod routes;
+pub mod sessions;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod sweep;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,64 @@
+//! POST /account/password: needs the current password; ends every other session.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_flash_messages::FlashMessage;
+use serde::Deserialize;
+
+use super::{current_session_id, page::render};
+use crate::auth::{password, CurrentUser};
+use crate::config::Secret;
+use crate::domain::NewPassword;
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn change(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    form: web::Form<PasswordForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let form = form.into_inner();
+    let mut conn = state.db.conn().await?;
+    let row = store::users::by_id(&mut conn, user.uid).await?.ok_or(AppError::NotFound)?;
+    drop(conn);
+    let mut errors = Vec::new();
+    if !password::verify(Secret::new(form.current_password), Some(row.password_hash)).await? {
+        errors.push(("current_password", "Current password: this is not your current password.".to_owned()));
+    }
+    let new = NewPassword::parse(&form.new_password);
+    if let Err(message) = &new {
+        errors.push(("new_password", format!("New password: {message}.")));
+    }
+    let new = match new {
+        Ok(new) if errors.is_empty() => new,
+        _ => return render(&req, &state, &user, None, StatusCode::UNPROCESSABLE_ENTITY, &errors).await,
+    };
+    let hash = password::hash(new.into_secret()).await?;
+    let keep = current_session_id(&req, &state.keys);
+    let mut conn = state.db.conn().await?;
+    store::users::set_password_hash(&mut conn, user.uid, &hash).await?;
+    let others = store::sessions::ids_for_user_except(&mut conn, user.uid, keep.as_deref()).await?;
+    drop(conn);
+    crate::sessions::end_sessions(&state.db, &state.cache, &others).await?;
+    FlashMessage::success(format!(
+        "Password changed. {} other session{} ended.",
+        others.len(),
+        if others.len() == 1 { " was" } else { "s were" }
+    ))
+    .send();
+    Ok(see_other("/account"))
+}

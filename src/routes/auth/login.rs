@@ -1,0 +1,132 @@
+//! GET and POST /login.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_flash_messages::IncomingFlashMessages;
+use serde::Deserialize;
+
+use crate::auth::{csrf, password, user::session_user, SessionUser};
+use crate::config::Secret;
+use crate::routes::error::AppError;
+use crate::routes::{safe_next, see_other};
+use crate::sessions::AUTH_KEY;
+use crate::state::AppState;
+use crate::store;
+use crate::web::page::Page;
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+    next: Option<String>,
+}
+
+const FAILED: &str = "That username and password do not match an active account. Check both and try again.";
+
+async fn login_page(
+    state: &AppState,
+    req: &HttpRequest,
+    flashes: Option<&IncomingFlashMessages>,
+    status: StatusCode,
+    username: &str,
+    next: &str,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let existing = csrf::login_token_from(req, &state.keys.csrf);
+    let token = existing.clone().unwrap_or_else(|| csrf::new_login_token(&state.keys.csrf));
+    let mut conn = state.db.conn().await?;
+    let no_users = store::users::count(&mut conn).await? == 0;
+    drop(conn);
+    let mut response = Page::new("Sign in", None, flashes)
+        .with("csrf_token", &token)
+        .with("username", &username)
+        .with("next", &next)
+        .with("error", &error)
+        .with("no_users", &no_users)
+        .render_status(status, "auth/login.html")?;
+    if existing.is_none() {
+        response
+            .add_cookie(&csrf::login_cookie(&token, state.config.secure_cookies()))
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    }
+    Ok(response)
+}
+
+pub async fn form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<NextQuery>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(query.next.as_deref());
+    if session_user(&req).is_some() {
+        return Ok(see_other(&next));
+    }
+    login_page(&state, &req, Some(&flashes), StatusCode::OK, "", &next, None).await
+}
+
+pub async fn submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    if !csrf::login_form_ok(&req, &state.keys.csrf, &form.csrf_token) {
+        return Err(AppError::Csrf);
+    }
+    let next = safe_next(form.next.as_deref());
+    let username = form.username.trim().to_lowercase();
+    let ip = state.client_ip(&req);
+    if let Some(wait) = state.throttle.locked_for(&username, ip).await? {
+        let minutes = wait.div_ceil(60);
+        return Err(AppError::TooManyRequests {
+            retry_after: wait,
+            message: format!(
+                "Too many failed sign-in attempts. Sign-in is paused for this account or address; \
+                 try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    let mut conn = state.db.conn().await?;
+    let user = store::users::by_username(&mut conn, &username).await?;
+    drop(conn);
+    let verified = password::verify(Secret::new(form.password), user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match user {
+        Some(user) if verified && user.active => user,
+        _ => {
+            state.throttle.record_failure(&username, ip).await?;
+            tracing::info!("sign-in failed");
+            return login_page(&state, &req, None, StatusCode::UNAUTHORIZED, &username, &next, Some(FAILED)).await;
+        }
+    };
+    state.throttle.clear(&username).await?;
+    let mut conn = state.db.conn().await?;
+    store::users::record_login(&mut conn, user.id).await?;
+    drop(conn);
+    session.renew();
+    session
+        .insert(
+            AUTH_KEY,
+            SessionUser {
+                uid: user.id,
+                username: user.username,
+                role: user.role,
+                csrf: csrf::random_token(),
+            },
+        )
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    tracing::info!(user.id = user.id, "signed in");
+    Ok(see_other(&next))
+}

@@ -1,0 +1,126 @@
+//! Errors become responses here, and only here. The cause chain goes to the log once; people see a
+//! clear message and never a stack or a secret.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("sign-in required")]
+    SignInRequired { next: String },
+    #[error("sign-in required (JSON)")]
+    Unauthenticated,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("CSRF token missing or wrong")]
+    Csrf,
+    #[error("not found")]
+    NotFound,
+    #[error("too many requests")]
+    TooManyRequests { retry_after: u64, message: String },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Pool(_) | StoreError::Connect(_) => AppError::Unavailable(e),
+            other => AppError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<crate::auth::password::PasswordError> for AppError {
+    fn from(e: crate::auth::password::PasswordError) -> Self {
+        AppError::Internal(anyhow::Error::new(e))
+    }
+}
+
+fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpResponse {
+    let mut context = tera::Context::new();
+    context.insert("title", heading);
+    context.insert("heading", heading);
+    context.insert("message", message);
+    context.insert("status", &status.as_u16());
+    context.insert("flashes", &Vec::<String>::new());
+    let body = crate::web::templates::render("errors/error.html", &context)
+        .unwrap_or_else(|_| format!("<!doctype html><title>{heading}</title><h1>{heading}</h1><p>{message}</p>"));
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(body)
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::SignInRequired { .. } => StatusCode::SEE_OTHER,
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AppError::SignInRequired { next } => {
+                let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                HttpResponse::SeeOther()
+                    .insert_header(("Location", format!("/login?next={next}")))
+                    .finish()
+            }
+            AppError::Unauthenticated => HttpResponse::Unauthorized()
+                .json(serde_json::json!({"error": "Sign in first: this call needs a signed-in session."})),
+            AppError::Forbidden(message) => error_page(StatusCode::FORBIDDEN, "Not allowed", message),
+            AppError::Csrf => error_page(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "The form did not carry a valid security token, so nothing was changed. This happens \
+                 when a page was open for a long time, after signing in again elsewhere, or when another \
+                 site tried to submit it. Go back, reload the page and try again.",
+            ),
+            AppError::NotFound => error_page(
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "There is nothing here, or it belongs to someone else.",
+            ),
+            AppError::TooManyRequests { retry_after, message } => {
+                let mut response = error_page(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", message);
+                if let Ok(v) = retry_after.to_string().parse() {
+                    response.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+                }
+                response
+            }
+            AppError::Unavailable(cause) => {
+                tracing::error!(error = %cause, cause = ?std::error::Error::source(cause).map(|s| s.to_string()), "database unavailable");
+                error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Temporarily unavailable",
+                    "fedialt cannot reach its database right now. Nothing was changed; please try again in a moment.",
+                )
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(error = %cause, chain = %format!("{cause:#}"), "request failed");
+                error_page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "fedialt hit an unexpected error. Nothing was lost; please try again. If it keeps \
+                     happening, the server log has the details.",
+                )
+            }
+        }
+    }
+}
+
+/// The fallback for routes that do not exist.
+pub async fn not_found() -> HttpResponse {
+    AppError::NotFound.error_response()
+}

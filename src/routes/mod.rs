@@ -1,0 +1,55 @@
+//! Thin handlers: extract, parse, call, respond.
+
+use actix_web::web;
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod caption;
+pub mod error;
+pub mod health;
+pub mod home;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(home::index))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/login", web::get().to(auth::login::form))
+        .route("/login", web::post().to(auth::login::submit))
+        .route("/logout", web::post().to(auth::logout::submit))
+        .route("/account", web::get().to(account::page::show))
+        .route("/account/password", web::post().to(account::password::change))
+        .route("/account/sessions/{id}/end", web::post().to(account::sessions::end))
+        .route("/admin", web::get().to(admin::index))
+        .route("/caption_generation", web::get().to(caption::page))
+        .route("/static/{path:.*}", web::get().to(crate::web::assets::serve))
+        .default_service(web::to(error::not_found));
+}
+
+/// A same-site path to go to after signing in: a local absolute path, never another host.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+            n.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+pub fn see_other(location: &str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn next_stays_on_site() {
+        assert_eq!(super::safe_next(Some("/account?x=1")), "/account?x=1");
+        assert_eq!(super::safe_next(Some("//evil.example")), "/");
+        assert_eq!(super::safe_next(Some("https://evil.example")), "/");
+        assert_eq!(super::safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(super::safe_next(None), "/");
+    }
+}

@@ -1,0 +1,329 @@
+//! actix-session's store: Redis in front, the sessions table behind.
+//!
+//! A warm load is one GETEX (the read slides the idle timeout). The table's expiry is slid at most
+//! every few minutes, by a write that also bumps the row's version. A miss or any Redis fault reads
+//! the table and puts the value back with a versioned compare-and-set. Deletes write the table and an
+//! outbox row in one transaction, then a tombstone to Redis; the outbox makes the tombstone reach
+//! Redis even when it was away, so a deleted session never comes back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration as CookieDuration;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{keys, Cache, Entry, Kind};
+use crate::store::{self, sessions::SessionRow, Db, StoreError};
+use crate::write_tx;
+
+type State = HashMap<String, String>;
+
+/// The key in the session state that holds the signed-in person (see auth::SessionUser).
+pub const AUTH_KEY: &str = "auth";
+
+#[derive(Clone)]
+pub struct TieredSessionStore {
+    db: Db,
+    cache: Cache,
+    use_redis: bool,
+    idle: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    state: State,
+    touched: i64,
+}
+
+/// The table id (and Redis key part) of a session key: its SHA-256, so the key itself, the cookie's
+/// secret, is stored nowhere.
+pub fn session_id(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn user_of(state: &State) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Uid {
+        uid: i64,
+    }
+    let raw = state.get(AUTH_KEY)?;
+    serde_json::from_str::<Uid>(raw).ok().map(|u| u.uid)
+}
+
+impl TieredSessionStore {
+    pub fn new(db: Db, cache: Cache, use_redis: bool, idle: Duration) -> Self {
+        TieredSessionStore {
+            db,
+            use_redis: use_redis && cache.enabled(),
+            cache,
+            idle,
+        }
+    }
+
+    fn idle_secs(&self) -> i64 {
+        self.idle.as_secs() as i64
+    }
+
+    /// How stale the table's expiry may get: a few minutes, less for short idle timeouts.
+    fn touch_every(&self) -> i64 {
+        (self.idle_secs() / 4).clamp(1, 300)
+    }
+
+    async fn fill(&self, id: &str, version: i64, state: &State, touched: i64) {
+        if !self.use_redis {
+            return;
+        }
+        let payload = match serde_json::to_vec(&Cached {
+            state: state.clone(),
+            touched,
+        }) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        if let Err(error) = self
+            .cache
+            .put_if_newer(Kind::Session, &keys::session(id), version, &payload, self.idle)
+            .await
+        {
+            tracing::debug!(error = %error, "session not cached");
+        }
+    }
+
+    async fn load_from_db(&self, id: &str) -> Result<Option<State>, StoreError> {
+        let now = store::now();
+        let mut conn = self.db.conn().await?;
+        let Some(row) = store::sessions::live(&mut conn, id, now).await? else {
+            return Ok(None);
+        };
+        let state: State = serde_json::from_str(&row.state)
+            .map_err(|e| StoreError::Corrupt(format!("session state: {e}")))?;
+        let (version, touched) = if now - row.last_seen_at >= self.touch_every() {
+            match store::sessions::update_state(
+                &mut conn,
+                id,
+                row.user_id,
+                &row.state,
+                now,
+                now + self.idle_secs(),
+            )
+            .await?
+            {
+                Some(v) => (v, now),
+                None => return Ok(None),
+            }
+        } else {
+            (row.version, row.last_seen_at)
+        };
+        drop(conn);
+        self.fill(id, version, &state, touched).await;
+        Ok(Some(state))
+    }
+
+    /// Slides the table's expiry in the background (a warm read found it a few minutes old).
+    fn spawn_touch(&self, id: String) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let now = store::now();
+                let mut conn = store.db.conn().await?;
+                let Some(row) = store::sessions::live(&mut conn, &id, now).await? else {
+                    return Ok::<(), StoreError>(());
+                };
+                let state: State = serde_json::from_str(&row.state)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if let Some(version) = store::sessions::update_state(
+                    &mut conn,
+                    &id,
+                    row.user_id,
+                    &row.state,
+                    now,
+                    now + store.idle_secs(),
+                )
+                .await?
+                {
+                    drop(conn);
+                    store.fill(&id, version, &state, now).await;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(error = %error, "could not slide a session's expiry");
+            }
+        });
+    }
+
+    async fn insert_new(&self, state: State) -> Result<String, StoreError> {
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let key = URL_SAFE_NO_PAD.encode(raw);
+        let id = session_id(&key);
+        let now = store::now();
+        let row = SessionRow {
+            id: id.clone(),
+            user_id: user_of(&state),
+            state: serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            version: 1,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.idle_secs(),
+            user_agent: None,
+        };
+        let mut conn = self.db.conn().await?;
+        store::sessions::insert(&mut conn, &row).await?;
+        drop(conn);
+        self.fill(&id, 1, &state, now).await;
+        Ok(key)
+    }
+}
+
+/// Ends sessions by table id: table rows and outbox rows in one transaction, then tombstones to
+/// Redis; the outbox rows go once Redis has them (else the drain delivers them later).
+pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut conn = db.conn().await?;
+    let use_outbox = cache.enabled();
+    let outbox_ids: Vec<i64> = write_tx!(conn, {
+        let mut pushed = Vec::new();
+        for id in ids {
+            store::sessions::delete(&mut conn, id).await?;
+            if use_outbox {
+                pushed.push(store::outbox::push(&mut conn, &keys::session(id), keys::TOMBSTONE).await?);
+            }
+        }
+        Ok(pushed)
+    })?;
+    if !use_outbox {
+        return Ok(());
+    }
+    let mut delivered = Vec::new();
+    for (id, outbox_id) in ids.iter().zip(&outbox_ids) {
+        match cache
+            .invalidate(Kind::Session, &keys::session(id), keys::TOMBSTONE)
+            .await
+        {
+            Ok(_) => delivered.push(*outbox_id),
+            Err(error) => {
+                tracing::info!(error = %error, "session end queued in the outbox for Redis");
+                break;
+            }
+        }
+    }
+    store::outbox::remove(&mut conn, &delivered).await
+}
+
+impl SessionStore for TieredSessionStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
+        let id = session_id(session_key.as_ref());
+        if self.use_redis {
+            match self
+                .cache
+                .get_entry(Kind::Session, &keys::session(&id), Some(self.idle))
+                .await
+            {
+                Ok(Some(Entry::Data { payload, .. })) => {
+                    if let Ok(cached) = serde_json::from_slice::<Cached>(&payload) {
+                        if store::now() - cached.touched >= self.touch_every() {
+                            self.spawn_touch(id);
+                        }
+                        return Ok(Some(cached.state));
+                    }
+                    self.cache.stats().fallback(Kind::Session);
+                }
+                Ok(Some(Entry::Invalid { version })) if version >= keys::TOMBSTONE => {
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(_) => self.cache.stats().fallback(Kind::Session),
+            }
+        }
+        self.load_from_db(&id)
+            .await
+            .map_err(|e| LoadError::Other(anyhow::Error::new(e)))
+    }
+
+    async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+        let key = self
+            .insert_new(state)
+            .await
+            .map_err(|e| SaveError::Other(anyhow::Error::new(e)))?;
+        SessionKey::try_from(key).map_err(|e| SaveError::Other(anyhow::Error::new(e)))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: State,
+        _ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        let id = session_id(session_key.as_ref());
+        let result = async {
+            let text = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let now = store::now();
+            let use_outbox = self.use_redis;
+            let mut conn = self.db.conn().await?;
+            let updated: Option<(i64, Option<i64>)> = write_tx!(conn, {
+                let version = store::sessions::update_state(
+                    &mut conn,
+                    &id,
+                    user_of(&state),
+                    &text,
+                    now,
+                    now + self.idle_secs(),
+                )
+                .await?;
+                match version {
+                    Some(v) if use_outbox => {
+                        let outbox = store::outbox::push(&mut conn, &keys::session(&id), v).await?;
+                        Ok(Some((v, Some(outbox))))
+                    }
+                    Some(v) => Ok(Some((v, None))),
+                    None => Ok(None),
+                }
+            })?;
+            match updated {
+                None => {
+                    drop(conn);
+                    self.insert_new(state).await
+                }
+                Some((version, outbox)) => {
+                    let payload = serde_json::to_vec(&Cached { state, touched: now })
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if let Some(outbox) = outbox {
+                        let cached = self
+                            .cache
+                            .put_if_newer(Kind::Session, &keys::session(&id), version, &payload, self.idle)
+                            .await;
+                        if cached.is_ok() {
+                            store::outbox::remove(&mut conn, &[outbox]).await?;
+                        }
+                    }
+                    Ok(session_key.as_ref().to_owned())
+                }
+            }
+        }
+        .await
+        .map_err(|e| UpdateError::Other(anyhow::Error::new(e)))?;
+        SessionKey::try_from(result).map_err(|e| UpdateError::Other(anyhow::Error::new(e)))
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, _ttl: &CookieDuration) -> Result<(), anyhow::Error> {
+        // The idle timeout slides on load (GETEX, and the table every few minutes).
+        let _ = session_key;
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        let id = session_id(session_key.as_ref());
+        end_sessions(&self.db, &self.cache, &[id]).await?;
+        Ok(())
+    }
+}

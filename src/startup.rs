@@ -1,0 +1,169 @@
+//! Builds the pools, the session store, the background tasks and the App.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_session::SessionMiddleware;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use actix_web_flash_messages::storage::CookieMessageStore;
+use actix_web_flash_messages::FlashMessagesFramework;
+use anyhow::Context;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::cache::Cache;
+use crate::config::{Config, SessionStorage};
+use crate::keys::Keys;
+use crate::sessions::TieredSessionStore;
+use crate::state::AppState;
+use crate::store::{self, Db};
+
+pub const SESSION_COOKIE: &str = "fedialt_session";
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    state: web::Data<AppState>,
+}
+
+/// The database and Redis, ready: migrations applied, pools built, breaker primed.
+pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
+    let url = config.effective_database_url();
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("FEDIALT_DATA_DIR: cannot create {}", config.data_dir.display())
+        })?;
+    }
+    store::migrate::run_pending(&url)
+        .await
+        .context("DATABASE_URL: could not prepare the database")?;
+    let pool_size = if store::is_postgres_url(&url) { 16 } else { 8 };
+    let db = Db::connect(&url, pool_size).await?;
+    let cache = Cache::connect(&config.redis, &db)
+        .await
+        .context("REDIS_URL: not a usable Redis URL")?;
+    Ok((db, cache))
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let keys = Keys::load(&config).map_err(anyhow::Error::msg)?;
+        let (db, cache) = connect(&config).await?;
+        let listener = TcpListener::bind(config.bind)
+            .with_context(|| format!("FEDIALT_BIND: cannot listen on {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
+        crate::sweep::spawn(db.clone(), SWEEP_EVERY, shutdown_rx);
+
+        let session_store = TieredSessionStore::new(
+            db.clone(),
+            cache.clone(),
+            config.session_storage == SessionStorage::Redis,
+            config.session_idle,
+        );
+        let cookie_key = Key::from(&keys.cookie);
+        let flash_key = Key::from(&keys.flash);
+        let secure = config.secure_cookies();
+        let idle = actix_web::cookie::time::Duration::seconds(config.session_idle.as_secs() as i64);
+        let state = web::Data::new(AppState {
+            throttle: LoginThrottle::new(db.clone(), cache.clone()),
+            config,
+            db,
+            cache,
+            keys,
+        });
+        let app_state = state.clone();
+
+        let server = HttpServer::new(move || {
+            let flash_store = CookieMessageStore::builder(flash_key.clone())
+                .cookie_name("fedialt_flash".to_owned())
+                .build();
+            let flashes = FlashMessagesFramework::builder(flash_store).build();
+            let sessions = SessionMiddleware::builder(session_store.clone(), cookie_key.clone())
+                .cookie_name(SESSION_COOKIE.to_owned())
+                .cookie_secure(secure)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Signed)
+                .session_lifecycle(BrowserSession::default().state_ttl(idle))
+                .build();
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(flashes)
+                .wrap(sessions)
+                .wrap(crate::web::middleware::security_headers())
+                .wrap(from_fn(crate::web::middleware::request_span))
+                .configure(crate::routes::configure)
+        })
+        .workers(2)
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+
+        Ok(Application {
+            port,
+            server,
+            shutdown,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state, for tests that read counters (statements, Redis round trips).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C (actix-server stops gracefully on both), then stops the
+    /// background tasks.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.shutdown.send(true);
+        result
+    }
+}
+
+/// `fedialt worker`: the background work without the web app. Until the job queue lands, that is
+/// the cache maintenance (outbox drain, Redis recovery) and the housekeeping sweep.
+pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let (db, cache) = connect(&config).await?;
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
+    crate::sweep::spawn(db, SWEEP_EVERY, shutdown_rx);
+    tracing::info!("worker running");
+    wait_for_signal().await;
+    let _ = shutdown.send(true);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,56 @@
+// @generated in spirit by diesel print-schema; kept by hand in step with migrations/postgres and
+// migrations/sqlite, using only types both backends share.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        active -> Bool,
+        created_at -> BigInt,
+        last_login_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Nullable<BigInt>,
+        state -> Text,
+        version -> BigInt,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+        expires_at -> BigInt,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    cache_outbox (id) {
+        id -> BigInt,
+        cache_key -> Text,
+        min_version -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    login_throttle (scope_key) {
+        scope_key -> Text,
+        failures -> Integer,
+        window_start -> BigInt,
+    }
+}
+
+diesel::table! {
+    cache_state (id) {
+        id -> Integer,
+        generation -> BigInt,
+        redis_run_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, cache_outbox, login_throttle, cache_state);

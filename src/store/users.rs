@@ -1,0 +1,95 @@
+//! The users table.
+
+use diesel::prelude::{ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper};
+use diesel_async::RunQueryDsl;
+
+use super::schema::users;
+use super::{now, Conn, StoreError};
+use crate::run;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+    pub active: bool,
+    pub created_at: i64,
+}
+
+pub async fn insert(conn: &mut Conn, new: &NewUser<'_>) -> Result<i64, StoreError> {
+    let id = run!(conn, |c| diesel::insert_into(users::table)
+        .values(new)
+        .returning(users::id)
+        .get_result::<i64>(c)
+        .await)?;
+    Ok(id)
+}
+
+pub async fn by_username(conn: &mut Conn, username: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(run!(conn, |c| users::table
+        .filter(users::username.eq(username))
+        .select(UserRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<UserRow>, StoreError> {
+    Ok(run!(conn, |c| users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+pub async fn count(conn: &mut Conn) -> Result<i64, StoreError> {
+    Ok(run!(conn, |c| users::table.count().get_result::<i64>(c).await)?)
+}
+
+pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, StoreError> {
+    Ok(run!(conn, |c| users::table
+        .order(users::username.asc())
+        .select(UserRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+pub async fn record_login(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    run!(conn, |c| diesel::update(users::table.find(id))
+        .set(users::last_login_at.eq(Some(now())))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+pub async fn set_password_hash(conn: &mut Conn, id: i64, hash: &str) -> Result<(), StoreError> {
+    run!(conn, |c| diesel::update(users::table.find(id))
+        .set(users::password_hash.eq(hash))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+pub async fn set_active(conn: &mut Conn, id: i64, active: bool) -> Result<bool, StoreError> {
+    let n = run!(conn, |c| diesel::update(users::table.find(id))
+        .set(users::active.eq(active))
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}

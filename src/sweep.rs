@@ -1,0 +1,32 @@
+//! Housekeeping: expired sessions, old throttle counters and outbox rows too old to matter.
+
+use std::time::Duration;
+
+use crate::cache::keys;
+use crate::store::{self, Db, StoreError};
+
+pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
+    let now = store::now();
+    let mut conn = db.conn().await?;
+    let sessions = store::sessions::delete_expired(&mut conn, now).await?;
+    let throttles =
+        store::throttle::delete_older_than(&mut conn, now - keys::THROTTLE_WINDOW.as_secs() as i64).await?;
+    Ok((sessions, throttles))
+}
+
+pub fn spawn(db: Db, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match sweep_once(&db).await {
+                Ok((sessions, throttles)) => {
+                    tracing::debug!(sessions, throttles, "housekeeping sweep done")
+                }
+                Err(error) => tracing::warn!(error = %error, "housekeeping sweep failed"),
+            }
+        }
+    });
+}
