@@ -11,7 +11,11 @@ use crate::startup::Application;
 use crate::store::{self, users::NewUser, Db};
 
 #[derive(Parser, Debug)]
-#[command(name = "fedialt", version, about = "Alt text for the images you already posted to the fediverse")]
+#[command(
+    name = "fedialt",
+    version,
+    about = "Alt text for the images you already posted to the fediverse"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -163,8 +167,8 @@ async fn create_admin(config: Config, username: &str, email: &str) -> ExitCode {
 fn prompt_password() -> Result<String, String> {
     let first = rpassword::prompt_password("Password (12 characters or more): ")
         .map_err(|e| format!("could not read the password: {e}"))?;
-    let second =
-        rpassword::prompt_password("Password again: ").map_err(|e| format!("could not read the password: {e}"))?;
+    let second = rpassword::prompt_password("Password again: ")
+        .map_err(|e| format!("could not read the password: {e}"))?;
     if first != second {
         return Err("the two passwords differ".into());
     }

@@ -148,7 +148,11 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests can hand in their own environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let bind_text = get("FEDIALT_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let bind: SocketAddr = bind_text.parse().map_err(|_| {
@@ -163,7 +167,8 @@ impl Config {
             None => parse_http_url("FEDIALT_BIND", &format!("http://{bind}"))?,
         };
 
-        let data_dir = PathBuf::from(get("FEDIALT_DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
+        let data_dir =
+            PathBuf::from(get("FEDIALT_DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
 
         let database_url = match get("DATABASE_URL") {
             None => None,
@@ -205,11 +210,16 @@ impl Config {
 
         let secret_key = match get("FEDIALT_SECRET_KEY") {
             None => None,
-            Some(text) => Some(Secret::new(crate::keys::decode_secret_key(&text).map_err(
-                |message| bad("FEDIALT_SECRET_KEY", message),
-            )?)),
+            Some(text) => Some(Secret::new(
+                crate::keys::decode_secret_key(&text)
+                    .map_err(|message| bad("FEDIALT_SECRET_KEY", message))?,
+            )),
         };
-        if secret_key.is_none() && database_url.as_ref().is_some_and(|u| crate::store::is_postgres_url(u.expose())) {
+        if secret_key.is_none()
+            && database_url
+                .as_ref()
+                .is_some_and(|u| crate::store::is_postgres_url(u.expose()))
+        {
             return Err(bad(
                 "FEDIALT_SECRET_KEY",
                 "required when DATABASE_URL is PostgreSQL, so that every instance and worker shares one key \
@@ -223,7 +233,14 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| parse_proxy(s).ok_or_else(|| bad("FEDIALT_TRUSTED_PROXIES", format!("{s:?} is not an IP address or CIDR network"))))
+                .map(|s| {
+                    parse_proxy(s).ok_or_else(|| {
+                        bad(
+                            "FEDIALT_TRUSTED_PROXIES",
+                            format!("{s:?} is not an IP address or CIDR network"),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
 
@@ -291,22 +308,35 @@ fn redis_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret<Stri
         if url.eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        let parsed = Url::parse(&url)
-            .map_err(|_| bad("REDIS_URL", "expected redis://host:port/db, rediss://…, or none"))?;
+        let parsed = Url::parse(&url).map_err(|_| {
+            bad(
+                "REDIS_URL",
+                "expected redis://host:port/db, rediss://…, or none",
+            )
+        })?;
         if !matches!(parsed.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
-            return Err(bad("REDIS_URL", "expected redis://host:port/db, rediss://…, or none"));
+            return Err(bad(
+                "REDIS_URL",
+                "expected redis://host:port/db, rediss://…, or none",
+            ));
         }
         return Ok(Some(Secret::new(url)));
     }
     let host = get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
     let port = parse_num(get, "REDIS_PORT", 6379, 1, 65535)?;
     let db = parse_num(get, "REDIS_DB", 0, 0, 1024)?;
-    let scheme = if parse_bool(get, "REDIS_SSL", false)? { "rediss" } else { "redis" };
+    let scheme = if parse_bool(get, "REDIS_SSL", false)? {
+        "rediss"
+    } else {
+        "redis"
+    };
     let auth = match get("REDIS_PASSWORD") {
         Some(password) => format!(":{}@", url_encode(&password)),
         None => String::new(),
     };
-    Ok(Some(Secret::new(format!("{scheme}://{auth}{host}:{port}/{db}"))))
+    Ok(Some(Secret::new(format!(
+        "{scheme}://{auth}{host}:{port}/{db}"
+    ))))
 }
 
 fn url_encode(text: &str) -> String {
@@ -332,7 +362,10 @@ fn parse_num(
         None => Ok(default),
         Some(text) => match text.parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(bad(variable, format!("expected a whole number from {min} to {max}"))),
+            _ => Err(bad(
+                variable,
+                format!("expected a whole number from {min} to {max}"),
+            )),
         },
     }
 }
@@ -367,8 +400,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -377,7 +412,10 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(c.redis.url.unwrap().expose(), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            c.redis.url.as_ref().unwrap().expose(),
+            "redis://127.0.0.1:6379/0"
+        );
         assert_eq!(c.redis.prefix, "fedialt:");
         assert_eq!(c.session_idle, Duration::from_secs(120 * 60));
         assert!(c.worker);
@@ -411,9 +449,22 @@ mod tests {
 
     #[test]
     fn redis_parts_and_none() {
-        let c = config(&[("REDIS_HOST", "cache"), ("REDIS_PORT", "6380"), ("REDIS_PASSWORD", "p@ss"), ("REDIS_SSL", "true")]).unwrap();
-        assert_eq!(c.redis.url.unwrap().expose(), "rediss://:p%40ss@cache:6380/0");
-        assert!(config(&[("REDIS_URL", "none")]).unwrap().redis.url.is_none());
+        let c = config(&[
+            ("REDIS_HOST", "cache"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss"),
+            ("REDIS_SSL", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis.url.unwrap().expose(),
+            "rediss://:p%40ss@cache:6380/0"
+        );
+        assert!(config(&[("REDIS_URL", "none")])
+            .unwrap()
+            .redis
+            .url
+            .is_none());
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl Keys {
 }
 
 pub fn decode_secret_key(text: &str) -> Result<Vec<u8>, String> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|_| "expected base64 (make one with: head -c 64 /dev/urandom | base64 -w0)".to_owned())?;
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+        "expected base64 (make one with: head -c 64 /dev/urandom | base64 -w0)".to_owned()
+    })?;
     if bytes.len() < MIN_KEY_BYTES {
         return Err(format!(
             "must be at least {MIN_KEY_BYTES} random bytes, base64-encoded (got {})",
@@ -73,13 +73,11 @@ pub fn decode_secret_key(text: &str) -> Result<Vec<u8>, String> {
 fn load_or_create_key_file(dir: &Path) -> Result<Vec<u8>, String> {
     let path = dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            decode_secret_key(&text).map_err(|e| format!("FEDIALT_DATA_DIR: the key file {} {e}", path.display()))
-        }
+        Ok(text) => decode_secret_key(&text)
+            .map_err(|e| format!("FEDIALT_DATA_DIR: the key file {} {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!("FEDIALT_DATA_DIR: cannot create {}: {e}", dir.display())
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("FEDIALT_DATA_DIR: cannot create {}: {e}", dir.display()))?;
             let mut master = vec![0u8; MIN_KEY_BYTES];
             rand::rngs::OsRng.fill_bytes(&mut master);
             write_private(&path, STANDARD.encode(&master).as_bytes())
@@ -87,7 +85,10 @@ fn load_or_create_key_file(dir: &Path) -> Result<Vec<u8>, String> {
             tracing::info!(path = %path.display(), "generated a new secret key file");
             Ok(master)
         }
-        Err(e) => Err(format!("FEDIALT_DATA_DIR: cannot read {}: {e}", path.display())),
+        Err(e) => Err(format!(
+            "FEDIALT_DATA_DIR: cannot read {}: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -128,7 +129,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();

@@ -36,7 +36,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
     let url = config.effective_database_url();
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("FEDIALT_DATA_DIR: cannot create {}", config.data_dir.display())
+            format!(
+                "FEDIALT_DATA_DIR: cannot create {}",
+                config.data_dir.display()
+            )
         })?;
     }
     store::migrate::run_pending(&url)

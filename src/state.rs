@@ -36,6 +36,12 @@ impl AppState {
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect();
-        Some(chain.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
+        Some(
+            chain
+                .into_iter()
+                .rev()
+                .find(|ip| !trusted(*ip))
+                .unwrap_or(peer),
+        )
     }
 }

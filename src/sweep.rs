@@ -10,7 +10,8 @@ pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
     let mut conn = db.conn().await?;
     let sessions = store::sessions::delete_expired(&mut conn, now).await?;
     let throttles =
-        store::throttle::delete_older_than(&mut conn, now - keys::THROTTLE_WINDOW.as_secs() as i64).await?;
+        store::throttle::delete_older_than(&mut conn, now - keys::THROTTLE_WINDOW.as_secs() as i64)
+            .await?;
     Ok((sessions, throttles))
 }
 

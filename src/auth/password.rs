@@ -1,6 +1,8 @@
 //! argon2id hashing, on the blocking pool (it is deliberately slow).
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 use crate::config::Secret;
@@ -29,7 +31,10 @@ pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
 
 /// Checks a password against a stored hash. With no hash (unknown user) it checks against a fixed
 /// dummy hash, so that an unknown username takes as long as a wrong password.
-pub async fn verify(password: Secret<String>, stored: Option<String>) -> Result<bool, PasswordError> {
+pub async fn verify(
+    password: Secret<String>,
+    stored: Option<String>,
+) -> Result<bool, PasswordError> {
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = match stored {
@@ -61,9 +66,15 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let h = hash(Secret::new("correct horse battery".into())).await.unwrap();
+        let h = hash(Secret::new("correct horse battery".into()))
+            .await
+            .unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify(Secret::new("correct horse battery".into()), Some(h.clone())).await.unwrap());
+        assert!(
+            verify(Secret::new("correct horse battery".into()), Some(h.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!verify(Secret::new("wrong".into()), Some(h)).await.unwrap());
         assert!(!verify(Secret::new("anything".into()), None).await.unwrap());
     }

@@ -17,7 +17,10 @@ pub struct LoginThrottle {
 }
 
 fn scopes(username: &str, ip: Option<IpAddr>) -> Vec<(String, i64)> {
-    let mut out = vec![(format!("user:{}", username.to_lowercase()), MAX_PER_USERNAME)];
+    let mut out = vec![(
+        format!("user:{}", username.to_lowercase()),
+        MAX_PER_USERNAME,
+    )];
     if let Some(ip) = ip {
         out.push((format!("ip:{ip}"), MAX_PER_ADDRESS));
     }
@@ -30,7 +33,11 @@ impl LoginThrottle {
     }
 
     /// Seconds until sign-in may be tried again, when locked.
-    pub async fn locked_for(&self, username: &str, ip: Option<IpAddr>) -> Result<Option<u64>, StoreError> {
+    pub async fn locked_for(
+        &self,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<u64>, StoreError> {
         let scopes = scopes(username, ip);
         let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
         if let Ok(counts) = self.cache.counters(&logicals).await {
@@ -47,7 +54,9 @@ impl LoginThrottle {
         let mut conn = self.db.conn().await?;
         let mut wait = None;
         for (scope, max) in &scopes {
-            if let Some((failures, start)) = store::throttle::get(&mut conn, scope, window, now).await? {
+            if let Some((failures, start)) =
+                store::throttle::get(&mut conn, scope, window, now).await?
+            {
                 if i64::from(failures) >= *max {
                     let left = (start + window - now).max(1) as u64;
                     wait = Some(wait.map_or(left, |w: u64| w.max(left)));
@@ -57,7 +66,11 @@ impl LoginThrottle {
         Ok(wait)
     }
 
-    pub async fn record_failure(&self, username: &str, ip: Option<IpAddr>) -> Result<(), StoreError> {
+    pub async fn record_failure(
+        &self,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
         let scopes = scopes(username, ip);
         let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
         if self

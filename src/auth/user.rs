@@ -65,7 +65,10 @@ pub fn wants_json(req: &HttpRequest) -> bool {
 }
 
 pub fn session_user(req: &HttpRequest) -> Option<SessionUser> {
-    req.get_session().get::<SessionUser>(AUTH_KEY).ok().flatten()
+    req.get_session()
+        .get::<SessionUser>(AUTH_KEY)
+        .ok()
+        .flatten()
 }
 
 impl FromRequest for CurrentUser {
@@ -110,7 +113,9 @@ impl FromRequest for AdminUser {
             if user.is_admin() {
                 Ok(AdminUser(user))
             } else {
-                Err(AppError::Forbidden("This page is for administrators.".into()))
+                Err(AppError::Forbidden(
+                    "This page is for administrators.".into(),
+                ))
             }
         })
     }

@@ -203,7 +203,13 @@ impl Cache {
     }
 
     /// `exec`, where `bypass` lets the recovery path talk to Redis while the breaker is still open.
-    async fn exec_gated<T, F, Fut>(&self, _kind: Kind, commands: u64, bypass: bool, op: F) -> Result<T, CacheError>
+    async fn exec_gated<T, F, Fut>(
+        &self,
+        _kind: Kind,
+        commands: u64,
+        bypass: bool,
+        op: F,
+    ) -> Result<T, CacheError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
@@ -275,7 +281,10 @@ impl Cache {
     }
 
     /// Reads several versioned values in one round trip (MGET).
-    pub async fn get_entries(&self, logicals: &[(Kind, String)]) -> Result<Vec<Option<Entry>>, CacheError> {
+    pub async fn get_entries(
+        &self,
+        logicals: &[(Kind, String)],
+    ) -> Result<Vec<Option<Entry>>, CacheError> {
         if logicals.is_empty() {
             return Ok(Vec::new());
         }
@@ -292,7 +301,11 @@ impl Cache {
             .collect()
     }
 
-    fn decode_counted(&self, kind: Kind, raw: Option<Vec<u8>>) -> Result<Option<Entry>, CacheError> {
+    fn decode_counted(
+        &self,
+        kind: Kind,
+        raw: Option<Vec<u8>>,
+    ) -> Result<Option<Entry>, CacheError> {
         match raw {
             None => {
                 self.stats().miss(kind);
@@ -320,32 +333,52 @@ impl Cache {
         payload: &[u8],
         ttl: Duration,
     ) -> Result<bool, CacheError> {
-        let key = self.key(logical);
-        let value = Entry::encode_data(version, payload);
-        self.cas(kind, key, version, value, "D", ttl, false).await
+        let write = CasWrite {
+            key: self.key(logical),
+            version,
+            value: Entry::encode_data(version, payload),
+            tag: "D",
+            ttl,
+        };
+        self.cas(kind, write, false).await
     }
 
     /// Marks everything below `min_version` invalid (with TOMBSTONE: the row is gone).
-    pub async fn invalidate(&self, kind: Kind, logical: &str, min_version: i64) -> Result<bool, CacheError> {
-        self.invalidate_gated(kind, logical, min_version, false).await
-    }
-
-    async fn invalidate_gated(&self, kind: Kind, logical: &str, min_version: i64, bypass: bool) -> Result<bool, CacheError> {
-        let key = self.key(logical);
-        let value = Entry::encode_invalid(min_version);
-        self.cas(kind, key, min_version, value, "I", keys::ROW_TTL, bypass).await
-    }
-
-    async fn cas(
+    pub async fn invalidate(
         &self,
         kind: Kind,
-        key: String,
-        version: i64,
-        value: Vec<u8>,
-        tag: &'static str,
-        ttl: Duration,
+        logical: &str,
+        min_version: i64,
+    ) -> Result<bool, CacheError> {
+        self.invalidate_gated(kind, logical, min_version, false)
+            .await
+    }
+
+    async fn invalidate_gated(
+        &self,
+        kind: Kind,
+        logical: &str,
+        min_version: i64,
         bypass: bool,
     ) -> Result<bool, CacheError> {
+        let write = CasWrite {
+            key: self.key(logical),
+            version: min_version,
+            value: Entry::encode_invalid(min_version),
+            tag: "I",
+            ttl: keys::ROW_TTL,
+        };
+        self.cas(kind, write, bypass).await
+    }
+
+    async fn cas(&self, kind: Kind, write: CasWrite, bypass: bool) -> Result<bool, CacheError> {
+        let CasWrite {
+            key,
+            version,
+            value,
+            tag,
+            ttl,
+        } = write;
         let script = match &self.inner {
             Some(inner) => inner.set_if_newer.clone(),
             None => return Err(CacheError::Disabled),
@@ -424,11 +457,19 @@ impl Cache {
         drop(conn);
         let previous = inner.generation.swap(generation, Ordering::AcqRel);
         if previous != generation {
-            tracing::info!(generation, "cache generation set (Redis is a new or restored server)");
+            tracing::info!(
+                generation,
+                "cache generation set (Redis is a new or restored server)"
+            );
         }
-        *inner.pool.write().map_err(|_| "pool lock poisoned".to_owned())? =
+        *inner
+            .pool
+            .write()
+            .map_err(|_| "pool lock poisoned".to_owned())? =
             build_pool(&inner.client, inner.timeout);
-        self.drain_outbox(db, true).await.map_err(|e| e.to_string())?;
+        self.drain_outbox(db, true)
+            .await
+            .map_err(|e| e.to_string())?;
         if inner.open.swap(false, Ordering::AcqRel) {
             tracing::info!("Redis reachable again: circuit closed");
         }
@@ -451,18 +492,25 @@ impl Cache {
         let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
             let kind = Kind::of_logical(&row.cache_key);
-            match self.invalidate_gated(kind, &row.cache_key, row.min_version, bypass).await {
+            match self
+                .invalidate_gated(kind, &row.cache_key, row.min_version, bypass)
+                .await
+            {
                 Ok(_) => {
                     inner.stats.outbox_retries[kind.index()].fetch_add(1, Ordering::Relaxed);
                     done.push(row.id);
                 }
                 Err(error) => {
-                    store::outbox::remove(&mut conn, &done).await.map_err(|e| e.to_string())?;
+                    store::outbox::remove(&mut conn, &done)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     return Err(error.to_string());
                 }
             }
         }
-        store::outbox::remove(&mut conn, &done).await.map_err(|e| e.to_string())?;
+        store::outbox::remove(&mut conn, &done)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(done.len())
     }
 
@@ -481,12 +529,21 @@ impl Cache {
             .await?;
         Ok(flat
             .chunks(2)
-            .map(|pair| (pair[0].unwrap_or(0), pair.get(1).copied().flatten().unwrap_or(-2)))
+            .map(|pair| {
+                (
+                    pair[0].unwrap_or(0),
+                    pair.get(1).copied().flatten().unwrap_or(-2),
+                )
+            })
             .collect())
     }
 
     /// Counts one failure on each key; a key's window starts at its first failure.
-    pub async fn count_failure(&self, logicals: &[String], window: Duration) -> Result<(), CacheError> {
+    pub async fn count_failure(
+        &self,
+        logicals: &[String],
+        window: Duration,
+    ) -> Result<(), CacheError> {
         let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
         let n = keys.len() as u64;
         self.exec(Kind::Throttle, n * 2, |mut c| async move {
@@ -513,6 +570,15 @@ impl Cache {
         })
         .await
     }
+}
+
+/// One compare-and-set write (see entry::SET_IF_NEWER).
+struct CasWrite {
+    key: String,
+    version: i64,
+    value: Vec<u8>,
+    tag: &'static str,
+    ttl: Duration,
 }
 
 /// Errors that mean "Redis is not there", as opposed to a bad command or value.

@@ -37,9 +37,12 @@ impl Email {
     pub fn parse(text: &str) -> Result<Email, String> {
         let email = text.trim();
         let valid = email.len() <= 254
-            && email
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            })
             && !email.chars().any(char::is_whitespace);
         if valid {
             Ok(Email(email.to_owned()))
@@ -61,10 +64,14 @@ impl NewPassword {
     pub fn parse(text: &str) -> Result<NewPassword, String> {
         let count = text.chars().count();
         if count < MIN_PASSWORD_CHARS {
-            return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters long"));
+            return Err(format!(
+                "must be at least {MIN_PASSWORD_CHARS} characters long"
+            ));
         }
         if count > MAX_PASSWORD_CHARS {
-            return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters long"));
+            return Err(format!(
+                "must be at most {MAX_PASSWORD_CHARS} characters long"
+            ));
         }
         Ok(NewPassword(Secret::new(text.to_owned())))
     }

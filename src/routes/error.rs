@@ -48,8 +48,9 @@ fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpResponse 
     context.insert("message", message);
     context.insert("status", &status.as_u16());
     context.insert("flashes", &Vec::<String>::new());
-    let body = crate::web::templates::render("errors/error.html", &context)
-        .unwrap_or_else(|_| format!("<!doctype html><title>{heading}</title><h1>{heading}</h1><p>{message}</p>"));
+    let body = crate::web::templates::render("errors/error.html", &context).unwrap_or_else(|_| {
+        format!("<!doctype html><title>{heading}</title><h1>{heading}</h1><p>{message}</p>")
+    });
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))

@@ -18,18 +18,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(auth::login::submit))
         .route("/logout", web::post().to(auth::logout::submit))
         .route("/account", web::get().to(account::page::show))
-        .route("/account/password", web::post().to(account::password::change))
-        .route("/account/sessions/{id}/end", web::post().to(account::sessions::end))
+        .route(
+            "/account/password",
+            web::post().to(account::password::change),
+        )
+        .route(
+            "/account/sessions/{id}/end",
+            web::post().to(account::sessions::end),
+        )
         .route("/admin", web::get().to(admin::index))
         .route("/caption_generation", web::get().to(caption::page))
-        .route("/static/{path:.*}", web::get().to(crate::web::assets::serve))
+        .route(
+            "/static/{path:.*}",
+            web::get().to(crate::web::assets::serve),
+        )
         .default_service(web::to(error::not_found));
 }
 
 /// A same-site path to go to after signing in: a local absolute path, never another host.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains(['\r', '\n']) =>
+        {
             n.to_owned()
         }
         _ => "/".to_owned(),

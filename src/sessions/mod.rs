@@ -88,7 +88,13 @@ impl TieredSessionStore {
         };
         if let Err(error) = self
             .cache
-            .put_if_newer(Kind::Session, &keys::session(id), version, &payload, self.idle)
+            .put_if_newer(
+                Kind::Session,
+                &keys::session(id),
+                version,
+                &payload,
+                self.idle,
+            )
             .await
         {
             tracing::debug!(error = %error, "session not cached");
@@ -196,7 +202,9 @@ pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), 
         for id in ids {
             store::sessions::delete(&mut conn, id).await?;
             if use_outbox {
-                pushed.push(store::outbox::push(&mut conn, &keys::session(id), keys::TOMBSTONE).await?);
+                pushed.push(
+                    store::outbox::push(&mut conn, &keys::session(id), keys::TOMBSTONE).await?,
+                );
             }
         }
         Ok(pushed)
@@ -266,7 +274,8 @@ impl SessionStore for TieredSessionStore {
     ) -> Result<SessionKey, UpdateError> {
         let id = session_id(session_key.as_ref());
         let result = async {
-            let text = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let text =
+                serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let now = store::now();
             let use_outbox = self.use_redis;
             let mut conn = self.db.conn().await?;
@@ -295,12 +304,21 @@ impl SessionStore for TieredSessionStore {
                     self.insert_new(state).await
                 }
                 Some((version, outbox)) => {
-                    let payload = serde_json::to_vec(&Cached { state, touched: now })
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let payload = serde_json::to_vec(&Cached {
+                        state,
+                        touched: now,
+                    })
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     if let Some(outbox) = outbox {
                         let cached = self
                             .cache
-                            .put_if_newer(Kind::Session, &keys::session(&id), version, &payload, self.idle)
+                            .put_if_newer(
+                                Kind::Session,
+                                &keys::session(&id),
+                                version,
+                                &payload,
+                                self.idle,
+                            )
                             .await;
                         if cached.is_ok() {
                             store::outbox::remove(&mut conn, &[outbox]).await?;
@@ -315,7 +333,11 @@ impl SessionStore for TieredSessionStore {
         SessionKey::try_from(result).map_err(|e| UpdateError::Other(anyhow::Error::new(e)))
     }
 
-    async fn update_ttl(&self, session_key: &SessionKey, _ttl: &CookieDuration) -> Result<(), anyhow::Error> {
+    async fn update_ttl(
+        &self,
+        session_key: &SessionKey,
+        _ttl: &CookieDuration,
+    ) -> Result<(), anyhow::Error> {
         // The idle timeout slides on load (GETEX, and the table every few minutes).
         let _ = session_key;
         Ok(())

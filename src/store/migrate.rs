@@ -12,7 +12,7 @@ use super::{is_postgres_url, StoreError};
 pub const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 pub const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-const LOCK_ID: i64 = 0x6665_6469_616c_74; // "fedialt"
+const LOCK_ID: i64 = 0x0066_6564_6961_6c74; // "fedialt"
 
 type PgSync = AsyncConnectionWrapper<AsyncPgConnection>;
 

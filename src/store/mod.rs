@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::sqlite::SqliteConnection;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 
@@ -35,7 +37,7 @@ macro_rules! run {
         conn.count_statement();
         match &mut conn.inner {
             $crate::store::ConnInner::Pg(pooled) => {
-                let $c: &mut diesel_async::AsyncPgConnection = &mut *pooled;
+                let $c: &mut diesel_async::AsyncPgConnection = &mut **pooled;
                 $body
             }
             $crate::store::ConnInner::Sqlite(pooled) => {
@@ -121,7 +123,8 @@ pub struct DbStats {
 }
 
 pub enum ConnInner {
-    Pg(PgPooled),
+    // Boxed: a PostgreSQL connection is several times the size of a SQLite one.
+    Pg(Box<PgPooled>),
     Sqlite(SqlitePooled),
 }
 
@@ -147,7 +150,7 @@ impl Conn {
         self.count_statement();
         match &mut self.inner {
             ConnInner::Pg(c) => {
-                diesel_async::AnsiTransactionManager::begin_transaction(&mut **c).await?;
+                diesel_async::AnsiTransactionManager::begin_transaction(&mut ***c).await?;
             }
             ConnInner::Sqlite(c) => {
                 c.spawn_blocking(|inner| {
@@ -168,7 +171,7 @@ impl Conn {
         match &mut self.inner {
             ConnInner::Pg(c) => {
                 <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
-                    &mut **c,
+                    &mut ***c,
                 )
                 .await?
             }
@@ -187,7 +190,7 @@ impl Conn {
         let result = match &mut self.inner {
             ConnInner::Pg(c) => {
                 <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
-                    &mut **c,
+                    &mut ***c,
                 )
                 .await
             }
@@ -255,11 +258,11 @@ impl Db {
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let inner = match &self.pool {
-            PoolInner::Pg(pool) => ConnInner::Pg(
+            PoolInner::Pg(pool) => ConnInner::Pg(Box::new(
                 pool.get_owned()
                     .await
                     .map_err(|e| StoreError::Pool(Box::new(e)))?,
-            ),
+            )),
             PoolInner::Sqlite(pool) => ConnInner::Sqlite(
                 pool.get_owned()
                     .await
@@ -276,7 +279,9 @@ impl Db {
     pub async fn ping(&self) -> Result<(), StoreError> {
         use diesel_async::RunQueryDsl;
         let mut conn = self.conn().await?;
-        run!(&mut conn, |c| diesel::sql_query("SELECT 1").execute(c).await)?;
+        run!(&mut conn, |c| diesel::sql_query("SELECT 1")
+            .execute(c)
+            .await)?;
         Ok(())
     }
 }

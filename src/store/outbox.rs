@@ -1,7 +1,9 @@
 //! The cache outbox: invalidations written in the same transaction as the change they belong to,
 //! removed once Redis has them. Every instance drains it on a short timer.
 
-use diesel::prelude::{ExpressionMethods, Insertable, QueryDsl, Queryable, Selectable, SelectableHelper};
+use diesel::prelude::{
+    ExpressionMethods, Insertable, QueryDsl, Queryable, Selectable, SelectableHelper,
+};
 use diesel_async::RunQueryDsl;
 
 use super::schema::cache_outbox;
@@ -52,12 +54,17 @@ pub async fn remove(conn: &mut Conn, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    run!(conn, |c| diesel::delete(cache_outbox::table.filter(cache_outbox::id.eq_any(ids)))
-        .execute(c)
-        .await)?;
+    run!(conn, |c| diesel::delete(
+        cache_outbox::table.filter(cache_outbox::id.eq_any(ids))
+    )
+    .execute(c)
+    .await)?;
     Ok(())
 }
 
 pub async fn count(conn: &mut Conn) -> Result<i64, StoreError> {
-    Ok(run!(conn, |c| cache_outbox::table.count().get_result::<i64>(c).await)?)
+    Ok(run!(conn, |c| cache_outbox::table
+        .count()
+        .get_result::<i64>(c)
+        .await)?)
 }

@@ -53,4 +53,10 @@ diesel::table! {
 }
 
 diesel::joinable!(sessions -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, cache_outbox, login_throttle, cache_state);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    cache_outbox,
+    login_throttle,
+    cache_state
+);

@@ -1,6 +1,9 @@
 //! The sessions table: the durable copy of every session. `id` is the SHA-256 of the session key.
 
-use diesel::prelude::{ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper};
+use diesel::prelude::{
+    ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable,
+    SelectableHelper,
+};
 use diesel_async::RunQueryDsl;
 
 use super::schema::sessions;
@@ -65,19 +68,28 @@ pub async fn update_state(
 /// Slides the idle timeout; done at most every few minutes per session.
 pub async fn touch(conn: &mut Conn, id: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
     run!(conn, |c| diesel::update(sessions::table.find(id))
-        .set((sessions::last_seen_at.eq(now), sessions::expires_at.eq(expires_at)))
+        .set((
+            sessions::last_seen_at.eq(now),
+            sessions::expires_at.eq(expires_at)
+        ))
         .execute(c)
         .await)?;
     Ok(())
 }
 
 pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::delete(sessions::table.find(id)).execute(c).await)?;
+    let n = run!(conn, |c| diesel::delete(sessions::table.find(id))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 
 /// A person's live sessions, newest first.
-pub async fn for_user(conn: &mut Conn, user_id: i64, now: i64) -> Result<Vec<SessionRow>, StoreError> {
+pub async fn for_user(
+    conn: &mut Conn,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<SessionRow>, StoreError> {
     Ok(run!(conn, |c| sessions::table
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::expires_at.gt(now))
@@ -103,7 +115,9 @@ pub async fn ids_for_user_except(
 }
 
 pub async fn delete_expired(conn: &mut Conn, now: i64) -> Result<usize, StoreError> {
-    Ok(run!(conn, |c| diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
-        .execute(c)
-        .await)?)
+    Ok(run!(conn, |c| diesel::delete(
+        sessions::table.filter(sessions::expires_at.le(now))
+    )
+    .execute(c)
+    .await)?)
 }

@@ -31,7 +31,8 @@ pub async fn record_failure(
     now: i64,
 ) -> Result<(), StoreError> {
     let fresh = now - window_secs;
-    run!(conn, |c| diesel::insert_into(login_throttle::table)
+    run!(conn, |c| {
+        diesel::insert_into(login_throttle::table)
         .values((
             login_throttle::scope_key.eq(scope),
             login_throttle::failures.eq(1),
@@ -48,12 +49,15 @@ pub async fn record_failure(
             ))),
         ))
         .execute(c)
-        .await)?;
+        .await
+    })?;
     Ok(())
 }
 
 pub async fn clear(conn: &mut Conn, scope: &str) -> Result<(), StoreError> {
-    run!(conn, |c| diesel::delete(login_throttle::table.find(scope)).execute(c).await)?;
+    run!(conn, |c| diesel::delete(login_throttle::table.find(scope))
+        .execute(c)
+        .await)?;
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 //! The users table.
 
-use diesel::prelude::{ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable, SelectableHelper};
+use diesel::prelude::{
+    ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable,
+    SelectableHelper,
+};
 use diesel_async::RunQueryDsl;
 
 use super::schema::users;
@@ -59,7 +62,10 @@ pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<UserRow>, StoreErr
 }
 
 pub async fn count(conn: &mut Conn) -> Result<i64, StoreError> {
-    Ok(run!(conn, |c| users::table.count().get_result::<i64>(c).await)?)
+    Ok(run!(conn, |c| users::table
+        .count()
+        .get_result::<i64>(c)
+        .await)?)
 }
 
 pub async fn list(conn: &mut Conn) -> Result<Vec<UserRow>, StoreError> {

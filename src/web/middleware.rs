@@ -9,7 +9,8 @@ use rand::Rng;
 use tracing::Instrument;
 
 /// No inline script or style; the OAuth redirect to an instance is a navigation, which this allows.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn security_headers() -> DefaultHeaders {
@@ -39,7 +40,11 @@ pub async fn request_span(
     let status = response.status().as_u16();
     span.record("status", status);
     span.in_scope(|| {
-        tracing::info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request done")
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        )
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response

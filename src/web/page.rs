@@ -20,14 +20,21 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn new(title: &str, user: Option<&SessionUser>, flashes: Option<&IncomingFlashMessages>) -> Page {
+    pub fn new(
+        title: &str,
+        user: Option<&SessionUser>,
+        flashes: Option<&IncomingFlashMessages>,
+    ) -> Page {
         let mut context = tera::Context::new();
         context.insert("title", title);
         if let Some(user) = user {
-            context.insert("user", &serde_json::json!({
-                "username": user.username,
-                "is_admin": user.is_admin(),
-            }));
+            context.insert(
+                "user",
+                &serde_json::json!({
+                    "username": user.username,
+                    "is_admin": user.is_admin(),
+                }),
+            );
             context.insert("csrf_token", &user.csrf);
         }
         let flashes: Vec<Flash> = flashes
@@ -58,7 +65,11 @@ impl Page {
         self.render_status(StatusCode::OK, template)
     }
 
-    pub fn render_status(self, status: StatusCode, template: &str) -> Result<HttpResponse, AppError> {
+    pub fn render_status(
+        self,
+        status: StatusCode,
+        template: &str,
+    ) -> Result<HttpResponse, AppError> {
         let body = crate::web::templates::render(template, &self.context)
             .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))?;
         Ok(HttpResponse::build(status)

@@ -33,11 +33,16 @@ pub async fn change(
     user.check_csrf(&form.csrf_token)?;
     let form = form.into_inner();
     let mut conn = state.db.conn().await?;
-    let row = store::users::by_id(&mut conn, user.uid).await?.ok_or(AppError::NotFound)?;
+    let row = store::users::by_id(&mut conn, user.uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
     drop(conn);
     let mut errors = Vec::new();
     if !password::verify(Secret::new(form.current_password), Some(row.password_hash)).await? {
-        errors.push(("current_password", "Current password: this is not your current password.".to_owned()));
+        errors.push((
+            "current_password",
+            "Current password: this is not your current password.".to_owned(),
+        ));
     }
     let new = NewPassword::parse(&form.new_password);
     if let Err(message) = &new {
@@ -45,7 +50,17 @@ pub async fn change(
     }
     let new = match new {
         Ok(new) if errors.is_empty() => new,
-        _ => return render(&req, &state, &user, None, StatusCode::UNPROCESSABLE_ENTITY, &errors).await,
+        _ => {
+            return render(
+                &req,
+                &state,
+                &user,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &errors,
+            )
+            .await
+        }
     };
     let hash = password::hash(new.into_secret()).await?;
     let keep = current_session_id(&req, &state.keys);

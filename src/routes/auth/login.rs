@@ -31,7 +31,8 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-const FAILED: &str = "That username and password do not match an active account. Check both and try again.";
+const FAILED: &str =
+    "That username and password do not match an active account. Check both and try again.";
 
 async fn login_page(
     state: &AppState,
@@ -43,7 +44,9 @@ async fn login_page(
     error: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
     let existing = csrf::login_token_from(req, &state.keys.csrf);
-    let token = existing.clone().unwrap_or_else(|| csrf::new_login_token(&state.keys.csrf));
+    let token = existing
+        .clone()
+        .unwrap_or_else(|| csrf::new_login_token(&state.keys.csrf));
     let mut conn = state.db.conn().await?;
     let no_users = store::users::count(&mut conn).await? == 0;
     drop(conn);
@@ -72,7 +75,16 @@ pub async fn form(
     if session_user(&req).is_some() {
         return Ok(see_other(&next));
     }
-    login_page(&state, &req, Some(&flashes), StatusCode::OK, "", &next, None).await
+    login_page(
+        &state,
+        &req,
+        Some(&flashes),
+        StatusCode::OK,
+        "",
+        &next,
+        None,
+    )
+    .await
 }
 
 pub async fn submit(
@@ -102,13 +114,26 @@ pub async fn submit(
     let mut conn = state.db.conn().await?;
     let user = store::users::by_username(&mut conn, &username).await?;
     drop(conn);
-    let verified = password::verify(Secret::new(form.password), user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let verified = password::verify(
+        Secret::new(form.password),
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
     let user = match user {
         Some(user) if verified && user.active => user,
         _ => {
             state.throttle.record_failure(&username, ip).await?;
             tracing::info!("sign-in failed");
-            return login_page(&state, &req, None, StatusCode::UNAUTHORIZED, &username, &next, Some(FAILED)).await;
+            return login_page(
+                &state,
+                &req,
+                None,
+                StatusCode::UNAUTHORIZED,
+                &username,
+                &next,
+                Some(FAILED),
+            )
+            .await;
         }
     };
     state.throttle.clear(&username).await?;

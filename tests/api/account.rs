@@ -1,0 +1,142 @@
+use crate::both_databases;
+use crate::helpers::*;
+
+async fn ending_another_session_signs_it_out(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    let bob = app.create_user("bob", "user").await;
+    let laptop = new_client();
+    let phone = new_client();
+    app.login_with(&laptop, "alice", PASSWORD).await;
+    let phone_cookie = session_cookie(&app.login_with(&phone, "alice", PASSWORD).await);
+    let page = app
+        .get_with(&laptop, "/account")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.matches("End session").count(),
+        1,
+        "the other session can be ended"
+    );
+    assert!(page.contains("This session"));
+    let phone_id = fedialt::sessions::session_id(&urldecode_cookie(&phone_cookie));
+    assert!(page.contains(&phone_id));
+
+    // Someone else's session id: 404, nothing ended.
+    let bobs = new_client();
+    app.login_with(&bobs, &bob.username, &bob.password).await;
+    let bob_token = app.csrf_with(&bobs).await;
+    let r = app
+        .post_form_with(
+            &bobs,
+            &format!("/account/sessions/{phone_id}/end"),
+            &[("csrf_token", &bob_token)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        app.get_with(&phone, "/account").await.status().as_u16(),
+        200
+    );
+
+    let token = app.csrf_with(&laptop).await;
+    let r = app
+        .post_form_with(
+            &laptop,
+            &format!("/account/sessions/{phone_id}/end"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(location(&r), "/account");
+    assert_eq!(
+        location(&app.get_with(&phone, "/account").await),
+        "/login?next=%2Faccount"
+    );
+    assert_eq!(
+        app.get_with(&laptop, "/account").await.status().as_u16(),
+        200
+    );
+    let _ = alice;
+}
+
+/// A signed session cookie is `<base64 HMAC><key>`; the key is its last 43 characters.
+fn urldecode_cookie(cookie: &str) -> String {
+    cookie[cookie.len() - 43..].to_owned()
+}
+
+async fn changing_the_password_ends_the_other_sessions(b: Backend) {
+    let app = spawn_app(b).await;
+    app.create_user("alice", "user").await;
+    let laptop = new_client();
+    let phone = new_client();
+    app.login_with(&laptop, "alice", PASSWORD).await;
+    app.login_with(&phone, "alice", PASSWORD).await;
+    let token = app.csrf_with(&laptop).await;
+
+    // Wrong current password, and too short a new one: 422, nothing changed.
+    let r = app
+        .post_form_with(
+            &laptop,
+            "/account/password",
+            &[
+                ("csrf_token", &token),
+                ("current_password", "not it at all"),
+                ("new_password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Current password: this is not your current password."));
+    assert!(body.contains("New password: must be at least 12 characters long."));
+    assert!(body.contains("href=\"#current_password\"") && body.contains("href=\"#new_password\""));
+    assert_eq!(
+        app.get_with(&phone, "/account").await.status().as_u16(),
+        200
+    );
+
+    let r = app
+        .post_form_with(
+            &laptop,
+            "/account/password",
+            &[
+                ("csrf_token", &token),
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), "/account");
+    let page = app
+        .get_with(&laptop, "/account")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Password changed. 1 other session was ended."));
+    assert_eq!(
+        location(&app.get_with(&phone, "/account").await),
+        "/login?next=%2Faccount"
+    );
+    assert_eq!(
+        app.login_with(&new_client(), "alice", PASSWORD)
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        app.login_with(&new_client(), "alice", "a brand new password")
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+}
+
+both_databases!(
+    ending_another_session_signs_it_out,
+    changing_the_password_ends_the_other_sessions,
+);

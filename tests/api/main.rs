@@ -1,0 +1,12 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! One integration binary: every test spawns the real app against real services.
+
+mod account;
+mod cli;
+mod csrf_and_access;
+mod health;
+mod helpers;
+mod login;
+mod migrations;
+mod redis_resilience;

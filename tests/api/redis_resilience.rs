@@ -1,0 +1,217 @@
+//! Sessions when Redis misbehaves: flushed, killed, black-holed, paused, restarted. Each test runs
+//! its own redis-server (or a listener that never answers); the shared one is never touched.
+
+use std::time::{Duration, Instant};
+
+use crate::both_databases;
+use crate::helpers::*;
+
+async fn warm_page_view_costs_one_redis_command_and_no_sql(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    let (sql, checkouts, trips, commands) = (
+        app.statements(),
+        app.checkouts(),
+        app.redis_round_trips(),
+        app.redis_commands(),
+    );
+    for _ in 0..5 {
+        assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    }
+    assert_eq!(app.statements() - sql, 0, "no SQL on a warm view");
+    assert_eq!(
+        app.checkouts() - checkouts,
+        0,
+        "no database connection on a warm view"
+    );
+    assert_eq!(
+        app.redis_round_trips() - trips,
+        5,
+        "one round trip per view"
+    );
+    assert_eq!(
+        app.redis_commands() - commands,
+        5,
+        "one command (GETEX) per view"
+    );
+}
+
+async fn session_survives_flushall(b: Backend) {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(b, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    redis.command(&["FLUSHALL"]).await;
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    // Put back into Redis from the database: the next view is warm again.
+    let sql = app.statements();
+    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    assert_eq!(app.statements(), sql);
+}
+
+async fn session_survives_a_killed_redis_and_its_return(b: Backend) {
+    let mut redis = RedisServer::start().await;
+    let app = spawn_app_with(b, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    redis.kill();
+    for _ in 0..10 {
+        assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    }
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    // A new, empty server on the same port: a new run_id, so a new cache generation.
+    redis.restart().await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.redis_status() == fedialt::cache::RedisStatus::Ok
+        })
+        .await,
+        "the breaker closes again"
+    );
+    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    let keys = app.redis_keys(&redis.url()).await;
+    assert!(
+        keys.iter().any(|k| k.contains("session:")),
+        "the session is cached again: {keys:?}"
+    );
+}
+
+async fn redis_killed_in_the_middle_of_a_burst(b: Backend) {
+    let mut redis = RedisServer::start().await;
+    let app = spawn_app_with(b, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        if i == 15 {
+            redis.kill();
+        }
+        let (a, c) = tokio::join!(app.get("/caption_generation"), app.get("/account"));
+        statuses.push(a.status().as_u16());
+        statuses.push(c.status().as_u16());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+async fn black_holed_redis_costs_one_slow_request_at_most(b: Backend) {
+    let hole = BlackHole::start().await;
+    let app = spawn_app_with(b, Options::redis(hole.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let mut slow = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = app.get("/caption_generation").await;
+        assert_eq!(r.status().as_u16(), 200);
+        if i > 0 && started.elapsed() > Duration::from_millis(500) {
+            slow.push((i, started.elapsed()));
+        }
+    }
+    assert!(slow.is_empty(), "slow requests after the first: {slow:?}");
+    let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["redis"], "unavailable");
+}
+
+async fn a_redis_that_dies_after_start_is_noticed_quickly(b: Backend) {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(b, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    redis.pause();
+    let started = Instant::now();
+    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    redis.resume();
+}
+
+async fn logout_while_redis_is_paused_does_not_come_back(b: Backend) {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(b, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    let cookie = session_cookie(&app.login(&alice).await);
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    let token = app.csrf().await;
+    // The session is in Redis now.
+    assert!(app
+        .redis_keys(&redis.url())
+        .await
+        .iter()
+        .any(|k| k.contains("session:")));
+
+    redis.pause();
+    let r = app.post_form("/logout", &[("csrf_token", &token)]).await;
+    assert_eq!(location(&r), "/login");
+    assert_eq!(
+        app.outbox_rows().await,
+        1,
+        "the tombstone waits in the outbox"
+    );
+    assert_eq!(
+        get_with_cookie(&app, "/account", &cookie)
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+    redis.resume();
+
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.redis_status() == fedialt::cache::RedisStatus::Ok && app.outbox_rows().await == 0
+        })
+        .await,
+        "Redis trusted again with the outbox drained"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            get_with_cookie(&app, "/account", &cookie)
+                .await
+                .status()
+                .as_u16(),
+            303
+        );
+    }
+}
+
+async fn database_session_storage_keeps_sessions_out_of_redis(b: Backend) {
+    let app = spawn_app_with(b, Options::default().with("SESSION_STORAGE", "database")).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    assert_eq!(app.session_rows().await, 1);
+    let keys = app.redis_keys(SHARED_REDIS).await;
+    assert!(keys.iter().all(|k| !k.contains("session:")), "{keys:?}");
+}
+
+async fn redis_turned_off(b: Backend) {
+    let app = spawn_app_with(b, Options::redis("none")).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["redis"], "disabled");
+    assert_eq!(app.outbox_rows().await, 0);
+}
+
+both_databases!(
+    warm_page_view_costs_one_redis_command_and_no_sql,
+    session_survives_flushall,
+    session_survives_a_killed_redis_and_its_return,
+    redis_killed_in_the_middle_of_a_burst,
+    black_holed_redis_costs_one_slow_request_at_most,
+    a_redis_that_dies_after_start_is_noticed_quickly,
+    logout_while_redis_is_paused_does_not_come_back,
+    database_session_storage_keeps_sessions_out_of_redis,
+    redis_turned_off,
+);
