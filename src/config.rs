@@ -59,14 +59,18 @@ pub enum CaptionBackend {
     OpenAi,
 }
 
-/// An address, or a network in CIDR form, whose X-Forwarded-For is believed.
+/// An address, or a network in CIDR form (trusted proxies, guard exemptions).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrustedProxy {
+pub struct IpNetwork {
     pub network: IpAddr,
     pub prefix: u8,
 }
 
-impl TrustedProxy {
+impl IpNetwork {
+    pub fn parse(text: &str) -> Option<IpNetwork> {
+        parse_proxy(text)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         fn masked(bytes: &[u8], prefix: u8) -> Vec<u8> {
             bytes
@@ -131,7 +135,13 @@ pub struct Config {
     pub secret_key: Option<Secret<Vec<u8>>>,
     pub worker: bool,
     pub allow_private_network: bool,
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Networks the private-address guard lets through even when private networks are refused.
+    pub allowed_private_addresses: Vec<IpNetwork>,
+    /// Fixed DNS answers (`host=ip`), still checked by the guard.
+    pub dns_overrides: Vec<(String, IpAddr)>,
+    /// Deadline of each call to an instance.
+    pub platform_timeout: Duration,
     pub session_idle: Duration,
     pub metrics_token: Option<Secret<String>>,
     pub caption: CaptionConfig,
@@ -227,19 +237,23 @@ impl Config {
             ));
         }
 
-        let trusted_proxies = match get("FEDIALT_TRUSTED_PROXIES") {
+        let trusted_proxies = parse_networks(&get, "FEDIALT_TRUSTED_PROXIES")?;
+
+        let allowed_private_addresses = parse_networks(&get, "FEDIALT_ALLOWED_PRIVATE_ADDRESSES")?;
+        let dns_overrides = match get("FEDIALT_DNS_OVERRIDES") {
             None => Vec::new(),
             Some(text) => text
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    parse_proxy(s).ok_or_else(|| {
-                        bad(
-                            "FEDIALT_TRUSTED_PROXIES",
-                            format!("{s:?} is not an IP address or CIDR network"),
-                        )
-                    })
+                .map(|pair| {
+                    pair.split_once('=')
+                        .and_then(|(h, ip)| {
+                            Some((h.trim().to_lowercase(), ip.trim().parse().ok()?))
+                        })
+                        .ok_or_else(|| {
+                            bad("FEDIALT_DNS_OVERRIDES", format!("{pair:?} is not host=ip"))
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -278,6 +292,15 @@ impl Config {
             worker: parse_bool(&get, "FEDIALT_WORKER", true)?,
             allow_private_network: parse_bool(&get, "FEDIALT_ALLOW_PRIVATE_NETWORK", false)?,
             trusted_proxies,
+            allowed_private_addresses,
+            dns_overrides,
+            platform_timeout: Duration::from_secs(parse_num(
+                &get,
+                "FEDIALT_PLATFORM_TIMEOUT_SECS",
+                20,
+                1,
+                600,
+            )?),
             session_idle: Duration::from_secs(
                 60 * parse_num(&get, "FEDIALT_SESSION_IDLE_MINUTES", 120, 1, 60 * 24 * 90)?,
             ),
@@ -383,7 +406,29 @@ fn parse_bool(
     }
 }
 
-fn parse_proxy(text: &str) -> Option<TrustedProxy> {
+fn parse_networks(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Vec<IpNetwork>, ConfigError> {
+    match get(variable) {
+        None => Ok(Vec::new()),
+        Some(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                parse_proxy(s).ok_or_else(|| {
+                    bad(
+                        variable,
+                        format!("{s:?} is not an IP address or CIDR network"),
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+fn parse_proxy(text: &str) -> Option<IpNetwork> {
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
         None => (text, None),
@@ -391,7 +436,7 @@ fn parse_proxy(text: &str) -> Option<TrustedProxy> {
     let network: IpAddr = addr.parse().ok()?;
     let max = if network.is_ipv4() { 32 } else { 128 };
     let prefix = prefix.unwrap_or(max);
-    (prefix <= max).then_some(TrustedProxy { network, prefix })
+    (prefix <= max).then_some(IpNetwork { network, prefix })
 }
 
 #[cfg(test)]

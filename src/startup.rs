@@ -14,9 +14,13 @@ use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context;
 
 use crate::auth::throttle::LoginThrottle;
+use crate::cache::platforms::PlatformManager;
 use crate::cache::Cache;
 use crate::config::{Config, SessionStorage};
+use crate::crypto::SecretBox;
 use crate::keys::Keys;
+use crate::platforms::guard::AddressPolicy;
+use crate::platforms::InstanceClient;
 use crate::sessions::TieredSessionStore;
 use crate::state::AppState;
 use crate::store::{self, Db};
@@ -54,12 +58,16 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
         let keys = Keys::load(&config).map_err(anyhow::Error::msg)?;
         let (db, cache) = connect(&config).await?;
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("FEDIALT_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
+        // FEDIALT_BIND with port 0 (any free port): the derived public URL gets the real one.
+        if config.public_url.port() == Some(0) {
+            let _ = config.public_url.set_port(Some(port));
+        }
 
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
@@ -75,8 +83,20 @@ impl Application {
         let flash_key = Key::from(&keys.flash);
         let secure = config.secure_cookies();
         let idle = actix_web::cookie::time::Duration::seconds(config.session_idle.as_secs() as i64);
+        let instances = InstanceClient::new(
+            AddressPolicy {
+                allow_private: config.allow_private_network,
+                exempt: config.allowed_private_addresses.clone(),
+                overrides: config.dns_overrides.clone(),
+            },
+            config.platform_timeout,
+        )
+        .context("could not build the HTTP client")?;
         let state = web::Data::new(AppState {
             throttle: LoginThrottle::new(db.clone(), cache.clone()),
+            platforms: PlatformManager::new(db.clone(), cache.clone()),
+            instances,
+            secrets: SecretBox::new(&keys.encryption),
             config,
             db,
             cache,

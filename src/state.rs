@@ -5,9 +5,12 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 
 use crate::auth::throttle::LoginThrottle;
+use crate::cache::platforms::PlatformManager;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::crypto::SecretBox;
 use crate::keys::Keys;
+use crate::platforms::InstanceClient;
 use crate::store::Db;
 
 pub struct AppState {
@@ -16,6 +19,9 @@ pub struct AppState {
     pub cache: Cache,
     pub keys: Keys,
     pub throttle: LoginThrottle,
+    pub platforms: PlatformManager,
+    pub instances: InstanceClient,
+    pub secrets: SecretBox,
 }
 
 impl AppState {

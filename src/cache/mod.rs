@@ -16,6 +16,7 @@ use redis::Client;
 
 pub mod entry;
 pub mod keys;
+pub mod platforms;
 
 pub use entry::Entry;
 pub use keys::Kind;

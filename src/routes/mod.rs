@@ -9,6 +9,7 @@ pub mod caption;
 pub mod error;
 pub mod health;
 pub mod home;
+pub mod platforms;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home::index))
@@ -25,6 +26,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/account/sessions/{id}/end",
             web::post().to(account::sessions::end),
+        )
+        .route("/platforms", web::get().to(platforms::list::show))
+        .route("/platforms", web::post().to(platforms::add::submit))
+        .route(
+            "/platforms/oauth/start",
+            web::get().to(platforms::oauth::start),
+        )
+        .route(
+            "/platforms/oauth/callback",
+            web::get().to(platforms::oauth::callback),
+        )
+        .route(
+            "/platforms/{id}/switch",
+            web::post().to(platforms::actions::switch),
+        )
+        .route(
+            "/platforms/{id}/default",
+            web::post().to(platforms::actions::make_default),
+        )
+        .route(
+            "/platforms/{id}/rename",
+            web::post().to(platforms::actions::rename),
+        )
+        .route(
+            "/platforms/{id}/delete",
+            web::get().to(platforms::delete::confirm),
+        )
+        .route(
+            "/platforms/{id}/delete",
+            web::post().to(platforms::delete::delete),
         )
         .route("/admin", web::get().to(admin::index))
         .route("/caption_generation", web::get().to(caption::page))

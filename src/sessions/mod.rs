@@ -25,6 +25,10 @@ type State = HashMap<String, String>;
 
 /// The key in the session state that holds the signed-in person (see auth::SessionUser).
 pub const AUTH_KEY: &str = "auth";
+/// The platform connection the person is working on (see routes::platforms::pick_current).
+pub const CURRENT_PLATFORM_KEY: &str = "platform";
+/// An OAuth connection in progress: its state parameter and instance.
+pub const OAUTH_KEY: &str = "oauth";
 
 #[derive(Clone)]
 pub struct TieredSessionStore {

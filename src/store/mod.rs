@@ -16,7 +16,9 @@ use diesel_async::AsyncPgConnection;
 
 pub mod cache_state;
 pub mod migrate;
+pub mod oauth_apps;
 pub mod outbox;
+pub mod platforms;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;

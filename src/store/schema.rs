@@ -11,6 +11,39 @@ diesel::table! {
         active -> Bool,
         created_at -> BigInt,
         last_login_at -> Nullable<BigInt>,
+        platforms_version -> BigInt,
+    }
+}
+
+diesel::table! {
+    platform_connections (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        name -> Text,
+        instance_url -> Text,
+        platform_type -> Text,
+        account_id -> Text,
+        account_username -> Text,
+        display_name -> Text,
+        access_token_enc -> Text,
+        refresh_token_enc -> Nullable<Text>,
+        description_limit -> Integer,
+        is_default -> Bool,
+        needs_reauth -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    oauth_apps (id) {
+        id -> BigInt,
+        instance_url -> Text,
+        redirect_uri -> Text,
+        scopes -> Text,
+        client_id -> Text,
+        client_secret_enc -> Text,
+        created_at -> BigInt,
     }
 }
 

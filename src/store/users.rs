@@ -21,6 +21,7 @@ pub struct UserRow {
     pub active: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    pub platforms_version: i64,
 }
 
 #[derive(Insertable)]

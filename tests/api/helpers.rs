@@ -252,6 +252,16 @@ pub fn location(response: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
+/// Text as Tera writes it into HTML (it escapes & < > " ' and /).
+pub fn escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2F;")
+}
+
 /// The session cookie a response sets (its value, signed).
 pub fn session_cookie(response: &reqwest::Response) -> String {
     response

@@ -5,8 +5,10 @@
 mod account;
 mod cli;
 mod csrf_and_access;
+mod fakes;
 mod health;
 mod helpers;
 mod login;
 mod migrations;
+mod platforms;
 mod redis_resilience;

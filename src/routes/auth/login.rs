@@ -152,6 +152,14 @@ pub async fn submit(
             },
         )
         .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    // Start with the person's default connection; any page can switch.
+    if let Some(default) =
+        crate::routes::platforms::pick_current(&state.platforms.list(user.id).await?, &session)
+    {
+        session
+            .insert(crate::sessions::CURRENT_PLATFORM_KEY, default.id)
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    }
     tracing::info!(user.id = user.id, "signed in");
     Ok(see_other(&next))
 }

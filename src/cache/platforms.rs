@@ -1,0 +1,205 @@
+//! The platform manager: a person's platform connections, served from Redis with the database
+//! as the truth. The cached value is the whole list of a person's connections (small), versioned by
+//! users.platforms_version, so one read answers both "their list" and "this id, if it is theirs".
+//! Cached records never hold a token, not even encrypted.
+
+use serde::{Deserialize, Serialize};
+
+use super::{keys, Cache, Entry, Kind};
+use crate::domain::PlatformType;
+use crate::store::platforms::PlatformRow;
+use crate::store::{self, Conn, Db, StoreError};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlatformRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub instance_url: String,
+    pub platform_type: PlatformType,
+    pub account_id: String,
+    pub account_username: String,
+    pub display_name: String,
+    pub description_limit: i32,
+    pub is_default: bool,
+    pub needs_reauth: bool,
+    pub created_at: i64,
+}
+
+impl PlatformRecord {
+    fn from_row(row: PlatformRow) -> PlatformRecord {
+        PlatformRecord {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name,
+            instance_url: row.instance_url,
+            platform_type: if row.platform_type == "pixelfed" {
+                PlatformType::Pixelfed
+            } else {
+                PlatformType::Mastodon
+            },
+            account_id: row.account_id,
+            account_username: row.account_username,
+            display_name: row.display_name,
+            description_limit: row.description_limit,
+            is_default: row.is_default,
+            needs_reauth: row.needs_reauth,
+            created_at: row.created_at,
+        }
+    }
+
+    /// `@alice@mastodon.social`
+    pub fn handle(&self) -> String {
+        let host = self
+            .instance_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.instance_url);
+        if self.account_username.contains('@') {
+            format!("@{}", self.account_username)
+        } else {
+            format!("@{}@{}", self.account_username, host)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedList {
+    platforms: Vec<PlatformRecord>,
+}
+
+#[derive(Clone)]
+pub struct PlatformManager {
+    db: Db,
+    cache: Cache,
+}
+
+pub fn list_key(user_id: i64) -> String {
+    format!("platforms:{user_id}")
+}
+
+impl PlatformManager {
+    pub fn new(db: Db, cache: Cache) -> PlatformManager {
+        PlatformManager { db, cache }
+    }
+
+    pub fn decode_list(entry: Option<Entry>) -> Option<Vec<PlatformRecord>> {
+        match entry {
+            Some(Entry::Data { payload, .. }) => serde_json::from_slice::<CachedList>(&payload)
+                .ok()
+                .map(|c| c.platforms),
+            _ => None,
+        }
+    }
+
+    /// A person's connections, oldest first.
+    pub async fn list(&self, user_id: i64) -> Result<Vec<PlatformRecord>, StoreError> {
+        match self
+            .cache
+            .get_entry(Kind::Platform, &list_key(user_id), None)
+            .await
+        {
+            Ok(entry) => {
+                if let Some(list) = Self::decode_list(entry) {
+                    return Ok(list);
+                }
+            }
+            Err(_) => self.cache.stats().fallback(Kind::Platform),
+        }
+        self.load_and_fill(user_id).await
+    }
+
+    /// The database read behind a miss; puts the list back into Redis.
+    pub async fn load_and_fill(&self, user_id: i64) -> Result<Vec<PlatformRecord>, StoreError> {
+        let mut conn = self.db.conn().await?;
+        // The version first, then the rows: the rows are then at least as new as the version, so a
+        // writer's newer version always replaces what this puts back.
+        let version = store::platforms::version(&mut conn, user_id).await?;
+        let list: Vec<PlatformRecord> = store::platforms::for_user(&mut conn, user_id)
+            .await?
+            .into_iter()
+            .map(PlatformRecord::from_row)
+            .collect();
+        drop(conn);
+        self.put(user_id, version, &list).await;
+        Ok(list)
+    }
+
+    async fn put(&self, user_id: i64, version: i64, list: &[PlatformRecord]) -> bool {
+        let payload = match serde_json::to_vec(&CachedList {
+            platforms: list.to_vec(),
+        }) {
+            Ok(p) => p,
+            Err(_) => return false,
+        };
+        self.cache
+            .put_if_newer(
+                Kind::Platform,
+                &list_key(user_id),
+                version,
+                &payload,
+                keys::ROW_TTL,
+            )
+            .await
+            .is_ok()
+    }
+
+    /// The connection, only if it is that person's.
+    pub async fn get_platform_by_id(
+        &self,
+        platform_id: i64,
+        user_id: i64,
+    ) -> Result<Option<PlatformRecord>, StoreError> {
+        Ok(self
+            .list(user_id)
+            .await?
+            .into_iter()
+            .find(|p| p.id == platform_id))
+    }
+
+    /// Runs `change` in a write transaction that also bumps the person's platforms version and
+    /// records an outbox row; then puts the new list in Redis and drops the outbox row once it is
+    /// there. `change` returns its own result, handed back.
+    pub async fn write<T, F>(&self, user_id: i64, change: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(
+            &'c mut Conn,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
+        >,
+    {
+        let use_outbox = self.cache.enabled();
+        let mut conn = self.db.conn().await?;
+        let (result, version, list, outbox) = crate::write_tx!(conn, {
+            let result = change(&mut conn).await?;
+            let version = store::platforms::bump_version(&mut conn, user_id).await?;
+            let list: Vec<PlatformRecord> = store::platforms::for_user(&mut conn, user_id)
+                .await?
+                .into_iter()
+                .map(PlatformRecord::from_row)
+                .collect();
+            let outbox = if use_outbox {
+                Some(store::outbox::push(&mut conn, &list_key(user_id), version).await?)
+            } else {
+                None
+            };
+            Ok((result, version, list, outbox))
+        })?;
+        if let Some(outbox) = outbox {
+            if self.put(user_id, version, &list).await {
+                store::outbox::remove(&mut conn, &[outbox]).await?;
+            }
+        }
+        Ok(result)
+    }
+
+    /// The token of a connection, decrypted, for calls to its instance (never cached).
+    pub async fn token_row(
+        &self,
+        platform_id: i64,
+        user_id: i64,
+    ) -> Result<Option<PlatformRow>, StoreError> {
+        let mut conn = self.db.conn().await?;
+        store::platforms::owned(&mut conn, platform_id, user_id).await
+    }
+}

@@ -1,0 +1,267 @@
+//! The Mastodon client API, as Mastodon and Pixelfed serve it: instance info, the signed-in
+//! account, OAuth app registration and the code exchange.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::guard::{self, AddressPolicy, GuardedResolver};
+use crate::config::Secret;
+use crate::domain::{InstanceUrl, PlatformType};
+
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("the instance refused the access token")]
+    InvalidToken,
+    #[error("could not reach the instance: {0}")]
+    Unreachable(String),
+    #[error("the server does not answer like a Mastodon or Pixelfed instance")]
+    NotMastodonApi,
+    #[error("the address is private, loopback or link-local")]
+    PrivateAddress,
+    #[error("the instance is rate limiting us")]
+    RateLimited { retry_after: Option<u64> },
+    #[error("the instance answered with HTTP {status}")]
+    Instance { status: u16 },
+    #[error("the instance refused the authorization: {0}")]
+    OAuthRejected(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: String,
+    pub acct: String,
+    pub display_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct InstanceInfo {
+    pub platform_type: PlatformType,
+    pub description_limit: Option<i32>,
+}
+
+#[derive(Deserialize)]
+pub struct RegisteredApp {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+pub struct Tokens {
+    pub access_token: Secret<String>,
+    pub refresh_token: Option<Secret<String>>,
+}
+
+#[derive(Clone)]
+pub struct InstanceClient {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl InstanceClient {
+    pub fn new(policy: AddressPolicy, timeout: Duration) -> Result<InstanceClient, reqwest::Error> {
+        let policy = Arc::new(policy);
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(guard::redirect_policy(policy.clone()))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .user_agent(concat!("fedialt/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(InstanceClient { http, policy })
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, PlatformError> {
+        let parsed = url::Url::parse(url).map_err(|_| PlatformError::NotMastodonApi)?;
+        self.policy
+            .check_url(&parsed)
+            .map_err(|_| PlatformError::PrivateAddress)?;
+        let response = request.send().await.map_err(classify)?;
+        match response.status().as_u16() {
+            200..=299 => Ok(response),
+            401 | 403 => Err(PlatformError::InvalidToken),
+            404 | 405 | 410 => Err(PlatformError::NotMastodonApi),
+            429 => Err(PlatformError::RateLimited {
+                retry_after: response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok()),
+            }),
+            status => Err(PlatformError::Instance { status }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, PlatformError> {
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(PlatformError::NotMastodonApi);
+            }
+        }
+        serde_json::from_slice(&body).map_err(|_| PlatformError::NotMastodonApi)
+    }
+
+    /// The platform type (Pixelfed says so in /api/v1/instance's version) and the description
+    /// limit (/api/v2/instance, where the instance has it).
+    pub async fn instance_info(
+        &self,
+        instance: &InstanceUrl,
+    ) -> Result<InstanceInfo, PlatformError> {
+        #[derive(Deserialize)]
+        struct V1 {
+            version: String,
+            #[serde(default)]
+            uri: Option<String>,
+            #[serde(default)]
+            title: Option<String>,
+        }
+        let url = instance.join("/api/v1/instance");
+        let v1: V1 = Self::json(self.send(self.http.get(&url), &url).await?).await?;
+        if v1.uri.is_none() && v1.title.is_none() {
+            return Err(PlatformError::NotMastodonApi);
+        }
+        let platform_type = if v1.version.to_lowercase().contains("pixelfed") {
+            PlatformType::Pixelfed
+        } else {
+            PlatformType::Mastodon
+        };
+        let url = instance.join("/api/v2/instance");
+        let description_limit = match self.send(self.http.get(&url), &url).await {
+            Ok(response) => Self::json::<serde_json::Value>(response)
+                .await
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/configuration/media_attachments/description_limit")?
+                        .as_i64()
+                })
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n > 0),
+            Err(_) => None,
+        };
+        Ok(InstanceInfo {
+            platform_type,
+            description_limit,
+        })
+    }
+
+    pub async fn verify_credentials(
+        &self,
+        instance: &InstanceUrl,
+        token: &Secret<String>,
+    ) -> Result<Account, PlatformError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: serde_json::Value,
+            acct: Option<String>,
+            username: String,
+            #[serde(default)]
+            display_name: Option<String>,
+        }
+        let url = instance.join("/api/v1/accounts/verify_credentials");
+        let raw: Raw = Self::json(
+            self.send(self.http.get(&url).bearer_auth(token.expose()), &url)
+                .await?,
+        )
+        .await?;
+        let id = match raw.id {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(PlatformError::NotMastodonApi),
+        };
+        Ok(Account {
+            id,
+            acct: raw.acct.unwrap_or_else(|| raw.username.clone()),
+            display_name: raw
+                .display_name
+                .filter(|d| !d.is_empty())
+                .unwrap_or(raw.username),
+        })
+    }
+
+    pub async fn register_app(
+        &self,
+        instance: &InstanceUrl,
+        redirect_uri: &str,
+        scopes: &str,
+        website: &str,
+    ) -> Result<RegisteredApp, PlatformError> {
+        let url = instance.join("/api/v1/apps");
+        let request = self.http.post(&url).form(&[
+            ("client_name", "fedialt"),
+            ("redirect_uris", redirect_uri),
+            ("scopes", scopes),
+            ("website", website),
+        ]);
+        Self::json(self.send(request, &url).await?).await
+    }
+
+    pub async fn exchange_code(
+        &self,
+        instance: &InstanceUrl,
+        app: &RegisteredApp,
+        code: &str,
+        redirect_uri: &str,
+        scopes: &str,
+    ) -> Result<Tokens, PlatformError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            access_token: String,
+            #[serde(default)]
+            refresh_token: Option<String>,
+        }
+        let url = instance.join("/oauth/token");
+        let request = self.http.post(&url).form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", app.client_secret.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("scope", scopes),
+        ]);
+        let raw: Raw = match self.send(request, &url).await {
+            Ok(response) => Self::json(response).await?,
+            Err(PlatformError::InvalidToken) | Err(PlatformError::Instance { status: 400 }) => {
+                return Err(PlatformError::OAuthRejected(
+                    "the authorization code was not accepted".into(),
+                ))
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(Tokens {
+            access_token: Secret::new(raw.access_token),
+            refresh_token: raw.refresh_token.map(Secret::new),
+        })
+    }
+}
+
+fn classify(error: reqwest::Error) -> PlatformError {
+    if guard::is_blocked(&error) {
+        return PlatformError::PrivateAddress;
+    }
+    if error.is_timeout() {
+        return PlatformError::Unreachable("it did not answer in time".into());
+    }
+    if error.is_connect() {
+        return PlatformError::Unreachable("the connection failed (is the address right?)".into());
+    }
+    if error.is_redirect() {
+        return PlatformError::Unreachable("too many redirects".into());
+    }
+    PlatformError::Unreachable("the request failed".into())
+}

@@ -1,0 +1,199 @@
+//! The private-address guard. Instance and image URLs are user input, so fedialt refuses to talk to
+//! loopback, private, link-local and other non-public addresses unless the configuration allows it.
+//! The check lives in the HTTP client's DNS resolver (so a public name that resolves to a private
+//! address, or rebinds to one, is refused at connect time) and in its redirect policy (so a redirect
+//! to such an address is refused too), plus a check of IP-literal URLs, which skip the resolver.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::config::IpNetwork;
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused to connect to {0}: a private, loopback or link-local address")]
+pub struct Blocked(pub IpAddr);
+
+#[derive(Clone, Debug, Default)]
+pub struct AddressPolicy {
+    pub allow_private: bool,
+    /// Networks let through even with the guard on (a home server, say).
+    pub exempt: Vec<IpNetwork>,
+    /// Fixed answers for names, checked like any other answer (split-horizon DNS, tests).
+    pub overrides: Vec<(String, IpAddr)>,
+}
+
+impl AddressPolicy {
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.exempt.iter().any(|n| n.contains(ip))
+    }
+
+    pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+        if self.permits(ip) {
+            Ok(())
+        } else {
+            Err(Blocked(ip))
+        }
+    }
+
+    /// Checks a URL whose host is an IP literal (those never reach the resolver).
+    pub fn check_url(&self, url: &url::Url) -> Result<(), Blocked> {
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.check(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => self.check(IpAddr::V6(ip)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether plain http is acceptable for this URL.
+    pub fn allows_http(&self, url: &url::Url) -> bool {
+        if self.allow_private {
+            return true;
+        }
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.exempt.iter().any(|n| n.contains(IpAddr::V4(ip))),
+            Some(url::Host::Ipv6(ip)) => self.exempt.iter().any(|n| n.contains(IpAddr::V6(ip))),
+            _ => false,
+        }
+    }
+}
+
+/// Globally routable unicast, as far as fedialt is concerned.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64, may reach private v4
+        }
+    }
+}
+
+/// A resolver that refuses names resolving to addresses the policy does not permit.
+pub struct GuardedResolver {
+    pub policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = match policy
+                .overrides
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(&host))
+            {
+                Some((_, ip)) => vec![SocketAddr::new(*ip, 0)],
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            // One bad answer refuses the name: trying the others would let a rebinding name through.
+            for addr in &addrs {
+                policy.check(addr.ip())?;
+            }
+            let iter: Addrs = Box::new(addrs.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+/// Follows up to five redirects, never to an address the policy refuses.
+pub fn redirect_policy(policy: Arc<AddressPolicy>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error("too many redirects");
+        }
+        if !matches!(attempt.url().scheme(), "http" | "https") {
+            return attempt.error("redirect to a non-web address");
+        }
+        match policy.check_url(attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(blocked) => attempt.error(blocked),
+        }
+    })
+}
+
+/// Whether an error (anywhere in its source chain) is the guard's refusal.
+pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.is::<Blocked>()
+            || e.to_string()
+                .contains("a private, loopback or link-local address")
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn policy_allows_and_exempts() {
+        let strict = AddressPolicy::default();
+        assert!(strict.check("127.0.0.1".parse().unwrap()).is_err());
+        let open = AddressPolicy {
+            allow_private: true,
+            ..Default::default()
+        };
+        assert!(open.check("127.0.0.1".parse().unwrap()).is_ok());
+        let exempt = AddressPolicy {
+            exempt: vec![IpNetwork::parse("192.168.1.10").unwrap()],
+            ..Default::default()
+        };
+        assert!(exempt.check("192.168.1.10".parse().unwrap()).is_ok());
+        assert!(exempt.check("192.168.1.11".parse().unwrap()).is_err());
+        assert!(exempt.allows_http(&url::Url::parse("http://192.168.1.10:3000").unwrap()));
+        assert!(!exempt.allows_http(&url::Url::parse("http://social.example").unwrap()));
+    }
+}

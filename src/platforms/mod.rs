@@ -1,0 +1,8 @@
+//! Mastodon and Pixelfed: both serve the Mastodon client API for reading (and Pixelfed for the
+//! media description write). The client here speaks it through the private-address guard.
+
+pub mod client;
+pub mod connect;
+pub mod guard;
+
+pub use client::{InstanceClient, PlatformError};

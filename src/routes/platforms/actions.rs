@@ -1,0 +1,106 @@
+//! POST /platforms/{id}/switch, /default, /rename: each answers 404 for an id that is not the
+//! person's, and changes nothing then.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::FlashMessage;
+use serde::Deserialize;
+
+use crate::auth::CurrentUser;
+use crate::domain::platform::parse_connection_name;
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::sessions::CURRENT_PLATFORM_KEY;
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+#[derive(Deserialize)]
+pub struct RenameForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn switch(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let platform = state
+        .platforms
+        .get_platform_by_id(path.into_inner(), user.uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    session
+        .insert(CURRENT_PLATFORM_KEY, platform.id)
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    FlashMessage::success(format!("Now working on {}.", platform.handle())).send();
+    Ok(see_other("/platforms"))
+}
+
+pub async fn make_default(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let uid = user.uid;
+    let done = state
+        .platforms
+        .write(uid, move |conn| {
+            Box::pin(async move { store::platforms::set_default(conn, id, uid).await })
+        })
+        .await?;
+    if !done {
+        return Err(AppError::NotFound);
+    }
+    FlashMessage::success("Default account changed: new sessions start with it.").send();
+    Ok(see_other("/platforms"))
+}
+
+pub async fn rename(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<RenameForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let uid = user.uid;
+    if state.platforms.get_platform_by_id(id, uid).await?.is_none() {
+        return Err(AppError::NotFound);
+    }
+    let name = match parse_connection_name(&form.name) {
+        Ok(name) => name,
+        Err(m) => {
+            FlashMessage::error(format!("Name {m}; the account was not renamed.")).send();
+            return Ok(see_other("/platforms"));
+        }
+    };
+    let shown = name.clone();
+    let done = state
+        .platforms
+        .write(uid, move |conn| {
+            Box::pin(
+                async move { store::platforms::rename(conn, id, uid, &name, store::now()).await },
+            )
+        })
+        .await?;
+    if !done {
+        return Err(AppError::NotFound);
+    }
+    FlashMessage::success(format!("Renamed to {shown}.")).send();
+    Ok(see_other("/platforms"))
+}

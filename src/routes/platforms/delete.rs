@@ -1,0 +1,66 @@
+//! Deleting a connection: a confirmation page that says what goes with it, then the delete.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
+
+use super::actions::CsrfForm;
+use crate::auth::CurrentUser;
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::sessions::CURRENT_PLATFORM_KEY;
+use crate::state::AppState;
+use crate::store;
+use crate::web::page::Page;
+
+pub async fn confirm(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let platform = state
+        .platforms
+        .get_platform_by_id(path.into_inner(), user.uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Page::new("Remove an account", Some(&user), Some(&flashes))
+        .with("platform", &platform)
+        .with("handle", &platform.handle())
+        .render("platforms/delete.html")
+}
+
+pub async fn delete(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let uid = user.uid;
+    let platform = state
+        .platforms
+        .get_platform_by_id(id, uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let deleted = state
+        .platforms
+        .write(uid, move |conn| {
+            Box::pin(async move {
+                let deleted = store::platforms::delete(conn, id, uid).await?;
+                store::platforms::ensure_default(conn, uid).await?;
+                Ok(deleted)
+            })
+        })
+        .await?;
+    if !deleted {
+        return Err(AppError::NotFound);
+    }
+    if session.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten() == Some(id) {
+        session.remove(CURRENT_PLATFORM_KEY);
+    }
+    FlashMessage::success(format!("{} was removed from fedialt.", platform.handle())).send();
+    Ok(see_other("/platforms"))
+}

@@ -1,0 +1,86 @@
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::IncomingFlashMessages;
+use serde::Serialize;
+
+use super::pick_current;
+use crate::auth::CurrentUser;
+use crate::routes::error::AppError;
+use crate::state::AppState;
+use crate::web::page::Page;
+
+#[derive(Serialize)]
+struct Line {
+    id: i64,
+    name: String,
+    instance_url: String,
+    handle: String,
+    platform_type: &'static str,
+    description_limit: i32,
+    is_default: bool,
+    is_current: bool,
+    needs_reauth: bool,
+}
+
+/// What the add form shows again after a refused submission (never the token).
+#[derive(Serialize, Default)]
+pub struct AddForm {
+    pub instance_url: String,
+    pub name: String,
+    pub platform_type: String,
+}
+
+pub async fn render(
+    state: &AppState,
+    user: &CurrentUser,
+    session: &Session,
+    flashes: Option<&IncomingFlashMessages>,
+    status: StatusCode,
+    form: &AddForm,
+    errors: &[(&str, String)],
+) -> Result<HttpResponse, AppError> {
+    let list = state.platforms.list(user.uid).await?;
+    let current = pick_current(&list, session).map(|p| p.id);
+    let lines: Vec<Line> = list
+        .iter()
+        .map(|p| Line {
+            id: p.id,
+            name: p.name.clone(),
+            instance_url: p.instance_url.clone(),
+            handle: p.handle(),
+            platform_type: p.platform_type.label(),
+            description_limit: p.description_limit,
+            is_default: p.is_default,
+            is_current: Some(p.id) == current,
+            needs_reauth: p.needs_reauth,
+        })
+        .collect();
+    let errors: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
+        .collect();
+    Page::new("Your accounts", Some(user), flashes)
+        .with("platforms", &lines)
+        .with("form", form)
+        .with("errors", &errors)
+        .render_status(status, "platforms/index.html")
+}
+
+pub async fn show(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    render(
+        &state,
+        &user,
+        &session,
+        Some(&flashes),
+        StatusCode::OK,
+        &AddForm::default(),
+        &[],
+    )
+    .await
+}

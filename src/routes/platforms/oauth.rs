@@ -1,0 +1,233 @@
+//! Connecting by OAuth: register fedialt on the instance (once per instance), send the person to
+//! the instance to authorize, take the code back, exchange it, verify and save.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::FlashMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{csrf, CurrentUser};
+use crate::crypto;
+use crate::domain::{InstanceUrl, PlatformType};
+use crate::platforms::client::RegisteredApp;
+use crate::platforms::connect::{self, ConnectError, NewConnection};
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::sessions::{CURRENT_PLATFORM_KEY, OAUTH_KEY};
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    #[serde(default)]
+    instance_url: String,
+    #[serde(default)]
+    platform_type: String,
+}
+
+/// What the session remembers between the redirect to the instance and the way back.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    state: String,
+    instance_url: String,
+    platform_type: PlatformType,
+}
+
+fn back_with(message: impl Into<String>) -> HttpResponse {
+    FlashMessage::error(message.into()).send();
+    see_other("/platforms")
+}
+
+fn redirect_uri(state: &AppState) -> String {
+    format!(
+        "{}/platforms/oauth/callback",
+        state.config.public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// The app registered on this instance for our redirect URI and scopes, registering it if needed.
+async fn app_for(
+    state: &AppState,
+    instance: &InstanceUrl,
+    scopes: &str,
+) -> Result<Result<RegisteredApp, String>, AppError> {
+    let redirect = redirect_uri(state);
+    let mut conn = state.db.conn().await?;
+    if let Some((client_id, secret_enc)) =
+        store::oauth_apps::find(&mut conn, instance.as_str(), &redirect, scopes).await?
+    {
+        let client_secret = state
+            .secrets
+            .open(crypto::CLIENT_SECRET, &secret_enc)
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+        return Ok(Ok(RegisteredApp {
+            client_id,
+            client_secret: client_secret.expose().clone(),
+        }));
+    }
+    drop(conn);
+    let app = match state
+        .instances
+        .register_app(
+            instance,
+            &redirect,
+            scopes,
+            state.config.public_url.as_str(),
+        )
+        .await
+    {
+        Ok(app) => app,
+        Err(e) => return Ok(Err(connect::explain(&e))),
+    };
+    let sealed = state
+        .secrets
+        .seal(crypto::CLIENT_SECRET, &app.client_secret)
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    let mut conn = state.db.conn().await?;
+    store::oauth_apps::save(
+        &mut conn,
+        instance.as_str(),
+        &redirect,
+        scopes,
+        &app.client_id,
+        &sealed,
+    )
+    .await?;
+    Ok(Ok(app))
+}
+
+pub async fn start(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<StartQuery>,
+) -> Result<HttpResponse, AppError> {
+    let _ = &user;
+    let instance = match InstanceUrl::parse(&query.instance_url, |u| {
+        state.instances.policy().allows_http(u)
+    }) {
+        Ok(i) => i,
+        Err(m) => return Ok(back_with(format!("Instance address {m}."))),
+    };
+    let chosen = match PlatformType::parse(&query.platform_type) {
+        Ok(t) => t,
+        Err(m) => return Ok(back_with(format!("Platform type {m}."))),
+    };
+    let platform_type = match chosen {
+        Some(t) => t,
+        None => match state.instances.instance_info(&instance).await {
+            Ok(info) => info.platform_type,
+            Err(e) => return Ok(back_with(connect::explain(&e))),
+        },
+    };
+    let scopes = platform_type.oauth_scopes();
+    let app = match app_for(&state, &instance, scopes).await? {
+        Ok(app) => app,
+        Err(message) => return Ok(back_with(message)),
+    };
+    let pending = Pending {
+        state: csrf::random_token(),
+        instance_url: instance.as_str().to_owned(),
+        platform_type,
+    };
+    let mut authorize = url::Url::parse(&instance.join("/oauth/authorize"))
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    authorize
+        .query_pairs_mut()
+        .append_pair("client_id", &app.client_id)
+        .append_pair("redirect_uri", &redirect_uri(&state))
+        .append_pair("response_type", "code")
+        .append_pair("scope", scopes)
+        .append_pair("state", &pending.state);
+    session
+        .insert(OAUTH_KEY, &pending)
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    Ok(see_other(authorize.as_str()))
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn callback(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, AppError> {
+    let pending: Option<Pending> = session
+        .remove(OAUTH_KEY)
+        .and_then(|raw| serde_json::from_str(&raw).ok());
+    let Some(pending) = pending else {
+        return Ok(back_with(
+            "That sign-in link has expired or was already used. Start connecting the account again.",
+        ));
+    };
+    if !query
+        .state
+        .as_deref()
+        .is_some_and(|s| csrf::tokens_match(&pending.state, s))
+    {
+        return Ok(back_with(
+            "The answer from the instance could not be matched to your request (the state did not match), \
+             so nothing was saved. Start connecting the account again.",
+        ));
+    }
+    if query.error.is_some() {
+        return Ok(back_with(
+            "The instance says the authorization was denied, so no account was connected.",
+        ));
+    }
+    let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
+        return Ok(back_with(
+            "The instance sent no authorization code; nothing was saved.",
+        ));
+    };
+    let instance = match InstanceUrl::parse(&pending.instance_url, |_| true) {
+        Ok(i) => i,
+        Err(m) => return Ok(back_with(format!("Instance address {m}."))),
+    };
+    let scopes = pending.platform_type.oauth_scopes();
+    let app = match app_for(&state, &instance, scopes).await? {
+        Ok(app) => app,
+        Err(message) => return Ok(back_with(message)),
+    };
+    let tokens = match state
+        .instances
+        .exchange_code(&instance, &app, code, &redirect_uri(&state), scopes)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return Ok(back_with(connect::explain(&e))),
+    };
+    let new = NewConnection {
+        instance,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        name: None,
+        platform_type: Some(pending.platform_type),
+    };
+    match connect::connect(
+        &state.instances,
+        &state.secrets,
+        &state.platforms,
+        user.uid,
+        new,
+    )
+    .await
+    {
+        Ok(done) => {
+            session
+                .insert(CURRENT_PLATFORM_KEY, done.platform_id)
+                .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+            FlashMessage::success(format!("Connected {}.", done.handle)).send();
+            Ok(see_other("/platforms"))
+        }
+        Err(ConnectError::Platform(e)) => Ok(back_with(connect::explain(&e))),
+        Err(ConnectError::Store(e)) => Err(e.into()),
+        Err(ConnectError::Crypto(e)) => Err(AppError::Internal(anyhow::Error::new(e))),
+    }
+}

@@ -1,0 +1,330 @@
+//! A fake Mastodon or Pixelfed instance speaking the Mastodon client API: /api/v1/instance,
+//! /api/v2/instance, verify_credentials, app registration, the OAuth authorize and token
+//! endpoints, with the real shapes of their answers and errors.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Mastodon,
+    Pixelfed,
+    /// A plain web server: HTML for everything.
+    NotMastodon,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeAccount {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub description_limit: Option<i64>,
+    pub accounts: HashMap<String, FakeAccount>,
+    /// client_id → (secret, redirect_uri, scopes)
+    pub apps: HashMap<String, (String, String, String)>,
+    /// code → (token, client_id, redirect_uri)
+    pub codes: HashMap<String, (String, String, String)>,
+    /// The token the authorize page grants.
+    pub grant_token: Option<String>,
+    pub deny: bool,
+    pub token_endpoint_fails: bool,
+    pub give_refresh_token: bool,
+    /// Every /api/v1/instance request is redirected here when set.
+    pub redirect_instance_to: Option<String>,
+    pub registered_scopes: Vec<String>,
+}
+
+pub struct FakeInstance {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub flavor: Flavor,
+    pub state: Arc<Mutex<FakeState>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for FakeInstance {
+    fn drop(&mut self) {
+        let handle = self.server.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+impl FakeInstance {
+    pub async fn start(flavor: Flavor) -> FakeInstance {
+        Self::start_on("127.0.0.1", flavor).await
+    }
+
+    pub async fn start_on(ip: &str, flavor: Flavor) -> FakeInstance {
+        let state = Arc::new(Mutex::new(FakeState {
+            description_limit: if flavor == Flavor::Mastodon {
+                Some(1500)
+            } else {
+                None
+            },
+            ..FakeState::default()
+        }));
+        let shared = web::Data::new(Shared {
+            flavor,
+            state: state.clone(),
+        });
+        let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .route("/api/v1/instance", web::get().to(instance_v1))
+                .route("/api/v2/instance", web::get().to(instance_v2))
+                .route(
+                    "/api/v1/accounts/verify_credentials",
+                    web::get().to(verify_credentials),
+                )
+                .route("/api/v1/apps", web::post().to(register_app))
+                .route("/oauth/authorize", web::get().to(authorize))
+                .route("/oauth/token", web::post().to(token))
+                .default_service(web::to(fallback))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        FakeInstance {
+            url: format!("http://{ip}:{port}"),
+            host: format!("{ip}:{port}"),
+            port,
+            flavor,
+            state,
+            server: handle,
+        }
+    }
+
+    /// A valid token for a new account on this instance.
+    pub fn add_account(&self, token: &str, username: &str) -> FakeAccount {
+        let account = FakeAccount {
+            id: format!("1090{}", self.state.lock().unwrap().accounts.len() + 1),
+            username: username.to_owned(),
+            display_name: format!("{username} (display)"),
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .accounts
+            .insert(token.to_owned(), account.clone());
+        account
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut FakeState)) {
+        f(&mut self.state.lock().unwrap());
+    }
+}
+
+struct Shared {
+    flavor: Flavor,
+    state: Arc<Mutex<FakeState>>,
+}
+
+fn html() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html")
+        .body("<!doctype html><title>Welcome</title><h1>My blog</h1>")
+}
+
+async fn fallback(shared: web::Data<Shared>) -> HttpResponse {
+    match shared.flavor {
+        Flavor::NotMastodon => html(),
+        _ => HttpResponse::NotFound().json(json!({"error": "Record not found"})),
+    }
+}
+
+async fn instance_v1(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    if let Some(target) = shared.state.lock().unwrap().redirect_instance_to.clone() {
+        return HttpResponse::Found()
+            .insert_header(("Location", target))
+            .finish();
+    }
+    let host = req.connection_info().host().to_owned();
+    match shared.flavor {
+        Flavor::Mastodon => HttpResponse::Ok().json(json!({
+            "uri": host, "title": "Fake Mastodon", "version": "4.3.2", "short_description": "",
+            "stats": {"user_count": 1, "status_count": 1, "domain_count": 1}
+        })),
+        Flavor::Pixelfed => HttpResponse::Ok().json(json!({
+            "uri": host, "title": "pixelfed", "version": "3.5.3 (compatible; Pixelfed 0.12.4)",
+            "stats": {"user_count": 1}
+        })),
+        Flavor::NotMastodon => html(),
+    }
+}
+
+async fn instance_v2(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    let host = req.connection_info().host().to_owned();
+    let limit = shared.state.lock().unwrap().description_limit;
+    match (shared.flavor, limit) {
+        (Flavor::Mastodon, Some(limit)) => HttpResponse::Ok().json(json!({
+            "domain": host, "title": "Fake Mastodon", "version": "4.3.2",
+            "configuration": {
+                "statuses": {"max_characters": 500, "max_media_attachments": 4},
+                "media_attachments": {"description_limit": limit, "image_size_limit": 16777216}
+            }
+        })),
+        (Flavor::NotMastodon, _) => html(),
+        _ => HttpResponse::NotFound().json(json!({"error": "Record not found"})),
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+async fn verify_credentials(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    if shared.flavor == Flavor::NotMastodon {
+        return html();
+    }
+    let account = bearer(&req).and_then(|t| shared.state.lock().unwrap().accounts.get(&t).cloned());
+    match account {
+        Some(a) => HttpResponse::Ok().json(json!({
+            "id": a.id, "username": a.username, "acct": a.username, "display_name": a.display_name,
+            "locked": false, "bot": false, "note": "", "url": "https://example/@x", "avatar": "", "followers_count": 0
+        })),
+        None => HttpResponse::Unauthorized().json(json!({"error": "The access token is invalid"})),
+    }
+}
+
+#[derive(Deserialize)]
+struct AppForm {
+    client_name: String,
+    redirect_uris: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    website: String,
+}
+
+async fn register_app(shared: web::Data<Shared>, form: web::Form<AppForm>) -> HttpResponse {
+    let allowed: &[&str] = match shared.flavor {
+        Flavor::Mastodon => &[
+            "read",
+            "write",
+            "read:accounts",
+            "read:statuses",
+            "write:statuses",
+            "write:media",
+        ],
+        Flavor::Pixelfed => &["read", "write", "follow", "push"],
+        Flavor::NotMastodon => return html(),
+    };
+    if form.scopes.split(' ').any(|s| !allowed.contains(&s)) {
+        return HttpResponse::UnprocessableEntity()
+            .json(json!({"error": "Validation failed: Scopes are invalid"}));
+    }
+    let mut state = shared.state.lock().unwrap();
+    let client_id = format!("client-{}", state.apps.len() + 1);
+    let secret = format!("secret-{}", rand::random::<u32>());
+    state.registered_scopes.push(form.scopes.clone());
+    state.apps.insert(
+        client_id.clone(),
+        (
+            secret.clone(),
+            form.redirect_uris.clone(),
+            form.scopes.clone(),
+        ),
+    );
+    HttpResponse::Ok().json(json!({
+        "id": "1", "name": form.client_name, "website": form.website, "redirect_uri": form.redirect_uris,
+        "client_id": client_id, "client_secret": secret, "vapid_key": "x"
+    }))
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    client_id: String,
+    redirect_uri: String,
+    response_type: String,
+    scope: String,
+    state: Option<String>,
+}
+
+/// Stands in for the person approving (or denying) on the instance.
+async fn authorize(shared: web::Data<Shared>, query: web::Query<AuthorizeQuery>) -> HttpResponse {
+    let mut state = shared.state.lock().unwrap();
+    let Some((_, redirect, scopes)) = state.apps.get(&query.client_id).cloned() else {
+        return HttpResponse::BadRequest().body("unknown client");
+    };
+    if redirect != query.redirect_uri || query.response_type != "code" || scopes != query.scope {
+        return HttpResponse::BadRequest().body("The redirect uri included is not valid.");
+    }
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let st = query.state.clone().unwrap_or_default();
+    if state.deny {
+        return HttpResponse::Found()
+            .insert_header((
+                "Location",
+                format!("{redirect}{sep}error=access_denied&error_description=denied&state={st}"),
+            ))
+            .finish();
+    }
+    let token = state.grant_token.clone().unwrap_or_default();
+    let code = format!("code-{}", rand::random::<u32>());
+    state.codes.insert(
+        code.clone(),
+        (token, query.client_id.clone(), redirect.clone()),
+    );
+    HttpResponse::Found()
+        .insert_header(("Location", format!("{redirect}{sep}code={code}&state={st}")))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    code: String,
+    client_id: String,
+    client_secret: String,
+    redirect_uri: String,
+}
+
+async fn token(shared: web::Data<Shared>, form: web::Form<TokenForm>) -> HttpResponse {
+    let mut state = shared.state.lock().unwrap();
+    if state.token_endpoint_fails {
+        return HttpResponse::InternalServerError()
+            .body("<h1>We're sorry, but something went wrong</h1>");
+    }
+    let app_ok = state
+        .apps
+        .get(&form.client_id)
+        .is_some_and(|(secret, redirect, _)| {
+            *secret == form.client_secret && *redirect == form.redirect_uri
+        });
+    let grant = state.codes.remove(&form.code);
+    match grant {
+        Some((token, client, _)) if app_ok && client == form.client_id && form.grant_type == "authorization_code" => {
+            let mut body = json!({"access_token": token, "token_type": "Bearer", "scope": "read write", "created_at": 1});
+            if state.give_refresh_token {
+                body["refresh_token"] = json!(format!("refresh-{token}"));
+            }
+            HttpResponse::Ok().json(body)
+        }
+        _ => HttpResponse::BadRequest().json(json!({
+            "error": "invalid_grant",
+            "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."
+        })),
+    }
+}
