@@ -15,6 +15,7 @@ use anyhow::Context;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::platforms::PlatformManager;
+use crate::cache::settings::SettingsManager;
 use crate::cache::Cache;
 use crate::config::{Config, SessionStorage};
 use crate::crypto::SecretBox;
@@ -95,6 +96,11 @@ impl Application {
         let state = web::Data::new(AppState {
             throttle: LoginThrottle::new(db.clone(), cache.clone()),
             platforms: PlatformManager::new(db.clone(), cache.clone()),
+            settings: SettingsManager::new(
+                db.clone(),
+                cache.clone(),
+                PlatformManager::new(db.clone(), cache.clone()),
+            ),
             instances,
             secrets: SecretBox::new(&keys.encryption),
             config,

@@ -6,6 +6,7 @@ use actix_web::HttpRequest;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::platforms::PlatformManager;
+use crate::cache::settings::SettingsManager;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::SecretBox;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub keys: Keys,
     pub throttle: LoginThrottle,
     pub platforms: PlatformManager,
+    pub settings: SettingsManager,
     pub instances: InstanceClient,
     pub secrets: SecretBox,
 }

@@ -17,6 +17,7 @@ use redis::Client;
 pub mod entry;
 pub mod keys;
 pub mod platforms;
+pub mod settings;
 
 pub use entry::Entry;
 pub use keys::Kind;

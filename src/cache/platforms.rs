@@ -158,9 +158,15 @@ impl PlatformManager {
     }
 
     /// Runs `change` in a write transaction that also bumps the person's platforms version and
-    /// records an outbox row; then puts the new list in Redis and drops the outbox row once it is
-    /// there. `change` returns its own result, handed back.
-    pub async fn write<T, F>(&self, user_id: i64, change: F) -> Result<T, StoreError>
+    /// records outbox rows (the list, and a tombstone for each of `gone`, keys of values that go
+    /// with the change); then puts the new list in Redis, writes the tombstones, and drops each
+    /// outbox row once Redis has it. `change` returns its own result, handed back.
+    pub async fn write<T, F>(
+        &self,
+        user_id: i64,
+        gone: Vec<String>,
+        change: F,
+    ) -> Result<T, StoreError>
     where
         F: for<'c> FnOnce(
             &'c mut Conn,
@@ -178,18 +184,33 @@ impl PlatformManager {
                 .into_iter()
                 .map(PlatformRecord::from_row)
                 .collect();
-            let outbox = if use_outbox {
-                Some(store::outbox::push(&mut conn, &list_key(user_id), version).await?)
-            } else {
-                None
-            };
+            let mut outbox = Vec::new();
+            if use_outbox {
+                outbox.push(store::outbox::push(&mut conn, &list_key(user_id), version).await?);
+                for key in &gone {
+                    outbox.push(store::outbox::push(&mut conn, key, keys::TOMBSTONE).await?);
+                }
+            }
             Ok((result, version, list, outbox))
         })?;
-        if let Some(outbox) = outbox {
-            if self.put(user_id, version, &list).await {
-                store::outbox::remove(&mut conn, &[outbox]).await?;
+        if outbox.is_empty() {
+            return Ok(result);
+        }
+        let mut delivered = Vec::new();
+        if self.put(user_id, version, &list).await {
+            delivered.push(outbox[0]);
+            for (key, id) in gone.iter().zip(&outbox[1..]) {
+                if self
+                    .cache
+                    .invalidate(Kind::of_logical(key), key, keys::TOMBSTONE)
+                    .await
+                    .is_ok()
+                {
+                    delivered.push(*id);
+                }
             }
         }
+        store::outbox::remove(&mut conn, &delivered).await?;
         Ok(result)
     }
 

@@ -1,7 +1,9 @@
 //! Validated values. Parse at the edge: a value of these types is valid by construction.
 
 pub mod account;
+pub mod caption_settings;
 pub mod platform;
 
 pub use account::{Email, NewPassword, Username};
+pub use caption_settings::{CaptionSettings, RawSettings};
 pub use platform::{InstanceUrl, PlatformType};

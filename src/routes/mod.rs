@@ -9,6 +9,7 @@ pub mod caption;
 pub mod error;
 pub mod health;
 pub mod home;
+pub mod metrics;
 pub mod platforms;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -58,7 +59,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(platforms::delete::delete),
         )
         .route("/admin", web::get().to(admin::index))
-        .route("/caption_generation", web::get().to(caption::page))
+        .route("/metrics", web::get().to(metrics::show))
+        .route("/caption_generation", web::get().to(caption::page::show))
+        .route("/caption_settings", web::get().to(caption::settings::form))
+        .route("/caption_settings", web::post().to(caption::settings::save))
+        .route(
+            "/save_caption_settings",
+            web::post().to(caption::settings::save),
+        )
+        .route(
+            "/api/update_user_settings",
+            web::post().to(caption::api::update),
+        )
         .route(
             "/static/{path:.*}",
             web::get().to(crate::web::assets::serve),

@@ -15,6 +15,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 
 pub mod cache_state;
+pub mod caption_settings;
 pub mod migrate;
 pub mod oauth_apps;
 pub mod outbox;

@@ -85,7 +85,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    caption_settings (platform_id) {
+        platform_id -> BigInt,
+        user_id -> BigInt,
+        max_posts_per_run -> Integer,
+        max_caption_length -> Integer,
+        optimal_min_length -> Integer,
+        optimal_max_length -> Integer,
+        reprocess_existing -> Bool,
+        processing_delay_ms -> Integer,
+        version -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(caption_settings -> platform_connections (platform_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,

@@ -612,3 +612,118 @@ impl BlackHole {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 }
+
+impl TestApp {
+    /// Connects a fresh account on a new fake Mastodon instance for the signed-in client; returns
+    /// the instance (keep it alive) and the connection's id.
+    pub async fn connect_platform_with(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+    ) -> (crate::fakes::instance::FakeInstance, i64) {
+        let fake =
+            crate::fakes::instance::FakeInstance::start(crate::fakes::instance::Flavor::Mastodon)
+                .await;
+        let token = format!("token-{username}-{}", random_suffix());
+        fake.add_account(&token, username);
+        let csrf = self.csrf_with(client).await;
+        let r = self
+            .post_form_with(
+                client,
+                "/platforms",
+                &[
+                    ("csrf_token", &csrf),
+                    ("instance_url", &fake.url),
+                    ("access_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(r.status().as_u16(), 303, "the account connects");
+        let mut conn = self.state.db.conn().await.unwrap();
+        let user_id = {
+            use diesel::{ExpressionMethods, QueryDsl};
+            use diesel_async::RunQueryDsl;
+            use fedialt::store::schema::users;
+            fedialt::run!(&mut conn, |c| users::table
+                .filter(users::username.eq(username))
+                .select(users::id)
+                .first::<i64>(c)
+                .await)
+            .unwrap()
+        };
+        let id = fedialt::store::platforms::for_user(&mut conn, user_id)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .id;
+        (fake, id)
+    }
+
+    pub async fn connect_platform(
+        &self,
+        username: &str,
+    ) -> (crate::fakes::instance::FakeInstance, i64) {
+        self.connect_platform_with(&self.client, username).await
+    }
+}
+
+/// A TCP proxy in front of a server that a test can cut: existing connections drop and new ones
+/// hang, as if the network between one app instance and Redis failed while Redis stays up.
+pub struct CuttableProxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream_port: u16) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    held.push(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async {
+                            loop {
+                                let is_cut = *watch.borrow_and_update();
+                                if is_cut || watch.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        } => {
+                            // Hold the client side open and silent: a black hole, not a reset.
+                            let _keep = client;
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}

@@ -19,7 +19,11 @@ async fn sign_in_success(b: Backend) {
     let home = app.get("/").await;
     assert_eq!(location(&home), "/caption_generation");
     let page = app.get("/caption_generation").await;
-    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(
+        location(&page),
+        "/platforms",
+        "no account yet: connect one first"
+    );
     let mut conn = app.state.db.conn().await.unwrap();
     let row = fedialt::store::users::by_id(&mut conn, user.id)
         .await

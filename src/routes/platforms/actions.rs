@@ -59,7 +59,7 @@ pub async fn make_default(
     let uid = user.uid;
     let done = state
         .platforms
-        .write(uid, move |conn| {
+        .write(uid, Vec::new(), move |conn| {
             Box::pin(async move { store::platforms::set_default(conn, id, uid).await })
         })
         .await?;
@@ -92,7 +92,7 @@ pub async fn rename(
     let shown = name.clone();
     let done = state
         .platforms
-        .write(uid, move |conn| {
+        .write(uid, Vec::new(), move |conn| {
             Box::pin(
                 async move { store::platforms::rename(conn, id, uid, &name, store::now()).await },
             )

@@ -47,13 +47,17 @@ pub async fn delete(
         .ok_or(AppError::NotFound)?;
     let deleted = state
         .platforms
-        .write(uid, move |conn| {
-            Box::pin(async move {
-                let deleted = store::platforms::delete(conn, id, uid).await?;
-                store::platforms::ensure_default(conn, uid).await?;
-                Ok(deleted)
-            })
-        })
+        .write(
+            uid,
+            vec![crate::cache::settings::settings_key(id)],
+            move |conn| {
+                Box::pin(async move {
+                    let deleted = store::platforms::delete(conn, id, uid).await?;
+                    store::platforms::ensure_default(conn, uid).await?;
+                    Ok(deleted)
+                })
+            },
+        )
         .await?;
     if !deleted {
         return Err(AppError::NotFound);

@@ -1,0 +1,47 @@
+//! GET /caption_generation. Warm, it costs no SQL and two Redis round trips: the session, then one
+//! pipelined read of the person's connections and the chosen one's settings.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::IncomingFlashMessages;
+
+use super::view_or_redirect;
+use crate::auth::CurrentUser;
+use crate::routes::error::AppError;
+use crate::state::AppState;
+use crate::web::page::Page;
+
+pub async fn show(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let view = match view_or_redirect(&state, &session, user.uid).await? {
+        Ok(view) => view,
+        Err(redirect) => return Ok(redirect),
+    };
+    let s = &view.settings.settings;
+    Page::new("Caption generation", Some(&user), Some(&flashes))
+        .with("platform", &view.current)
+        .with("handle", &view.current.handle())
+        .with("platform_type", &view.current.platform_type.label())
+        .with("other_platforms", &(view.platforms.len() > 1))
+        .with("settings", s)
+        .with("saved", &view.settings.saved)
+        .with("delay", &format_seconds(s.processing_delay))
+        .render("caption/generation.html")
+}
+
+/// "1 second", "0.5 seconds", "no pause".
+pub fn format_seconds(seconds: f64) -> String {
+    if seconds == 0.0 {
+        return "no pause".into();
+    }
+    let text = format!("{seconds}");
+    if seconds == 1.0 {
+        format!("{text} second")
+    } else {
+        format!("{text} seconds")
+    }
+}

@@ -1,0 +1,135 @@
+//! GET /caption_settings, and POST /caption_settings (also at /save_caption_settings).
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
+use serde::Deserialize;
+
+use super::view_or_redirect;
+use crate::auth::CurrentUser;
+use crate::cache::settings::{CaptionView, SettingsError};
+use crate::domain::caption_settings::{label, FieldError, RawSettings};
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::state::AppState;
+use crate::web::page::Page;
+
+#[derive(Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(flatten)]
+    raw: RawSettings,
+}
+
+fn render(
+    user: &CurrentUser,
+    view: &CaptionView,
+    flashes: Option<&IncomingFlashMessages>,
+    status: StatusCode,
+    values: &RawSettings,
+    errors: &[FieldError],
+) -> Result<HttpResponse, AppError> {
+    let error_of = |name: &str| {
+        errors
+            .iter()
+            .find(|(f, _)| *f == name)
+            .map(|(_, m)| m.clone())
+    };
+    let limit = view.current.description_limit.to_string();
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    // (name, hint, value, min, max, step, inputmode)
+    let specs = [
+        ("max_posts_per_run", "How many posts with images that need a description one run handles: 1 to 500.".to_owned(), value(&values.max_posts_per_run), "1", "500", "1", "numeric"),
+        ("max_caption_length", format!("A description is never longer than this: 50 to {limit} characters."), value(&values.max_caption_length), "50", limit.as_str(), "1", "numeric"),
+        ("optimal_min_length", "The model aims for at least this many characters: 10 up to the longest preferred length.".to_owned(), value(&values.optimal_min_length), "10", "", "1", "numeric"),
+        ("optimal_max_length", "The model aims for at most this many characters: up to the maximum description length.".to_owned(), value(&values.optimal_max_length), "10", "", "1", "numeric"),
+        ("processing_delay", "Waiting between posts is kind to your instance: 0 to 60 seconds, decimals allowed.".to_owned(), value(&values.processing_delay), "0", "60", "0.1", "decimal"),
+    ];
+    let fields: Vec<serde_json::Value> = specs
+        .iter()
+        .map(|(name, hint, value, min, max, step, inputmode)| {
+            serde_json::json!({
+                "name": name, "label": label(name), "hint": hint, "value": value, "min": min,
+                "max": max, "step": step, "inputmode": inputmode, "error": error_of(name),
+            })
+        })
+        .collect();
+    let summary: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
+        .collect();
+    Page::new("Caption settings", Some(user), flashes)
+        .with("platform", &view.current)
+        .with("handle", &view.current.handle())
+        .with("fields", &fields)
+        .with(
+            "reprocess",
+            &values
+                .reprocess_existing
+                .as_deref()
+                .is_some_and(|v| matches!(v, "on" | "true" | "1" | "yes")),
+        )
+        .with("reprocess_error", &error_of("reprocess_existing"))
+        .with("saved", &view.settings.saved)
+        .with("errors", &summary)
+        .render_status(status, "caption/settings.html")
+}
+
+pub async fn form(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let view = match view_or_redirect(&state, &session, user.uid).await? {
+        Ok(view) => view,
+        Err(redirect) => return Ok(redirect),
+    };
+    let values = RawSettings::from_settings(&view.settings.settings);
+    render(&user, &view, Some(&flashes), StatusCode::OK, &values, &[])
+}
+
+pub async fn save(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    form: web::Form<SettingsForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let view = match view_or_redirect(&state, &session, user.uid).await? {
+        Ok(view) => view,
+        Err(redirect) => return Ok(redirect),
+    };
+    let limit = view.current.description_limit.max(0) as u32;
+    let settings = match form.raw.parse(limit) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            return render(
+                &user,
+                &view,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form.raw,
+                &errors,
+            )
+        }
+    };
+    match state
+        .settings
+        .update_user_settings(user.uid, view.current.id, &settings)
+        .await
+    {
+        Ok(_) => {
+            FlashMessage::success(format!(
+                "Caption settings saved for {}.",
+                view.current.handle()
+            ))
+            .send();
+            Ok(see_other("/caption_generation"))
+        }
+        Err(SettingsError::NotFound) => Err(AppError::NotFound),
+        Err(SettingsError::Store(e)) => Err(e.into()),
+    }
+}
