@@ -35,6 +35,24 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<actix_session::SessionInsertError> for AppError {
+    fn from(e: actix_session::SessionInsertError) -> Self {
+        AppError::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl From<actix_web::error::HttpError> for AppError {
+    fn from(e: actix_web::error::HttpError) -> Self {
+        AppError::Internal(anyhow::anyhow!("building the response: {e}"))
+    }
+}
+
+impl From<crate::crypto::CryptoError> for AppError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        AppError::Internal(anyhow::Error::new(e))
+    }
+}
+
 impl From<crate::auth::password::PasswordError> for AppError {
     fn from(e: crate::auth::password::PasswordError) -> Self {
         AppError::Internal(anyhow::Error::new(e))

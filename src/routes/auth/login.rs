@@ -58,9 +58,7 @@ async fn login_page(
         .with("no_users", &no_users)
         .render_status(status, "auth/login.html")?;
     if existing.is_none() {
-        response
-            .add_cookie(&csrf::login_cookie(&token, state.config.secure_cookies()))
-            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+        response.add_cookie(&csrf::login_cookie(&token, state.config.secure_cookies()))?;
     }
     Ok(response)
 }
@@ -141,24 +139,20 @@ pub async fn submit(
     store::users::record_login(&mut conn, user.id).await?;
     drop(conn);
     session.renew();
-    session
-        .insert(
-            AUTH_KEY,
-            SessionUser {
-                uid: user.id,
-                username: user.username,
-                role: user.role,
-                csrf: csrf::random_token(),
-            },
-        )
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    session.insert(
+        AUTH_KEY,
+        SessionUser {
+            uid: user.id,
+            username: user.username,
+            role: user.role,
+            csrf: csrf::random_token(),
+        },
+    )?;
     // Start with the person's default connection; any page can switch.
     if let Some(default) =
         crate::routes::platforms::pick_current(&state.platforms.list(user.id).await?, &session)
     {
-        session
-            .insert(crate::sessions::CURRENT_PLATFORM_KEY, default.id)
-            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+        session.insert(crate::sessions::CURRENT_PLATFORM_KEY, default.id)?;
     }
     tracing::info!(user.id = user.id, "signed in");
     Ok(see_other(&next))

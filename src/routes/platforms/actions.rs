@@ -41,9 +41,7 @@ pub async fn switch(
         .get_platform_by_id(path.into_inner(), user.uid)
         .await?
         .ok_or(AppError::NotFound)?;
-    session
-        .insert(CURRENT_PLATFORM_KEY, platform.id)
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    session.insert(CURRENT_PLATFORM_KEY, platform.id)?;
     FlashMessage::success(format!("Now working on {}.", platform.handle())).send();
     Ok(see_other("/platforms"))
 }

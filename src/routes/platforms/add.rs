@@ -3,7 +3,6 @@
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use actix_web_flash_messages::FlashMessage;
 use serde::Deserialize;
 
 use super::list::{render, AddForm};
@@ -11,11 +10,9 @@ use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::domain::platform::parse_connection_name;
 use crate::domain::{InstanceUrl, PlatformType};
-use crate::platforms::connect::{self, ConnectError, NewConnection};
+use crate::platforms::connect::{self, NewConnection};
 use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
-use crate::routes::see_other;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -111,31 +108,17 @@ pub async fn submit(
         Ok(new) => new,
         Err(errors) => return refused(errors).await,
     };
-    match connect::connect(
+    let result = connect::connect(
         &state.instances,
         &state.secrets,
         &state.platforms,
         user.uid,
         new,
     )
-    .await
-    {
-        Ok(done) => {
-            session
-                .insert(CURRENT_PLATFORM_KEY, done.platform_id)
-                .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
-            FlashMessage::success(if done.created {
-                format!("Connected {}.", done.handle)
-            } else {
-                format!(
-                    "{} was already connected; its token is updated.",
-                    done.handle
-                )
-            })
-            .send();
-            Ok(see_other("/platforms"))
-        }
-        Err(ConnectError::Platform(error)) => {
+    .await;
+    match super::connected(&session, result)? {
+        Ok(response) => Ok(response),
+        Err(error) => {
             let field = if matches!(error, PlatformError::InvalidToken) {
                 "access_token"
             } else {
@@ -144,7 +127,5 @@ pub async fn submit(
             tracing::info!(error = %error, "connection refused");
             refused(vec![(field, connect::explain(&error))]).await
         }
-        Err(ConnectError::Store(e)) => Err(e.into()),
-        Err(ConnectError::Crypto(e)) => Err(AppError::Internal(anyhow::Error::new(e))),
     }
 }

@@ -7,9 +7,40 @@ pub mod list;
 pub mod oauth;
 
 use actix_session::Session;
+use actix_web::HttpResponse;
+use actix_web_flash_messages::FlashMessage;
 
 use crate::cache::platforms::PlatformRecord;
+use crate::platforms::connect::{ConnectError, Connected};
+use crate::platforms::PlatformError;
+use crate::routes::error::AppError;
+use crate::routes::see_other;
 use crate::sessions::CURRENT_PLATFORM_KEY;
+
+/// After connecting, by token or OAuth: work on the new connection and say what happened. The
+/// instance's refusal is handed back for the caller to show its own way.
+pub fn connected(
+    session: &Session,
+    result: Result<Connected, ConnectError>,
+) -> Result<Result<HttpResponse, PlatformError>, AppError> {
+    let done = match result {
+        Ok(done) => done,
+        Err(ConnectError::Platform(e)) => return Ok(Err(e)),
+        Err(ConnectError::Store(e)) => return Err(e.into()),
+        Err(ConnectError::Crypto(e)) => return Err(AppError::Internal(anyhow::Error::new(e))),
+    };
+    session.insert(CURRENT_PLATFORM_KEY, done.platform_id)?;
+    FlashMessage::success(if done.created {
+        format!("Connected {}.", done.handle)
+    } else {
+        format!(
+            "{} was already connected; its token is updated.",
+            done.handle
+        )
+    })
+    .send();
+    Ok(Ok(see_other("/platforms")))
+}
 
 /// The session's chosen connection if it still exists, else the default, else the oldest.
 pub fn pick_current(list: &[PlatformRecord], session: &Session) -> Option<PlatformRecord> {

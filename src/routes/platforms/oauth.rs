@@ -10,10 +10,10 @@ use crate::auth::{csrf, CurrentUser};
 use crate::crypto;
 use crate::domain::{InstanceUrl, PlatformType};
 use crate::platforms::client::RegisteredApp;
-use crate::platforms::connect::{self, ConnectError, NewConnection};
+use crate::platforms::connect::{self, NewConnection};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
-use crate::sessions::{CURRENT_PLATFORM_KEY, OAUTH_KEY};
+use crate::sessions::OAUTH_KEY;
 use crate::state::AppState;
 use crate::store;
 
@@ -56,10 +56,7 @@ async fn app_for(
     if let Some((client_id, secret_enc)) =
         store::oauth_apps::find(&mut conn, instance.as_str(), &redirect, scopes).await?
     {
-        let client_secret = state
-            .secrets
-            .open(crypto::CLIENT_SECRET, &secret_enc)
-            .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+        let client_secret = state.secrets.open(crypto::CLIENT_SECRET, &secret_enc)?;
         return Ok(Ok(RegisteredApp {
             client_id,
             client_secret: client_secret.expose().clone(),
@@ -81,8 +78,7 @@ async fn app_for(
     };
     let sealed = state
         .secrets
-        .seal(crypto::CLIENT_SECRET, &app.client_secret)
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+        .seal(crypto::CLIENT_SECRET, &app.client_secret)?;
     let mut conn = state.db.conn().await?;
     store::oauth_apps::save(
         &mut conn,
@@ -139,9 +135,7 @@ pub async fn start(
         .append_pair("response_type", "code")
         .append_pair("scope", scopes)
         .append_pair("state", &pending.state);
-    session
-        .insert(OAUTH_KEY, &pending)
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+    session.insert(OAUTH_KEY, &pending)?;
     Ok(see_other(authorize.as_str()))
 }
 
@@ -210,24 +204,13 @@ pub async fn callback(
         name: None,
         platform_type: Some(pending.platform_type),
     };
-    match connect::connect(
+    let result = connect::connect(
         &state.instances,
         &state.secrets,
         &state.platforms,
         user.uid,
         new,
     )
-    .await
-    {
-        Ok(done) => {
-            session
-                .insert(CURRENT_PLATFORM_KEY, done.platform_id)
-                .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
-            FlashMessage::success(format!("Connected {}.", done.handle)).send();
-            Ok(see_other("/platforms"))
-        }
-        Err(ConnectError::Platform(e)) => Ok(back_with(connect::explain(&e))),
-        Err(ConnectError::Store(e)) => Err(e.into()),
-        Err(ConnectError::Crypto(e)) => Err(AppError::Internal(anyhow::Error::new(e))),
-    }
+    .await;
+    Ok(super::connected(&session, result)?.unwrap_or_else(|e| back_with(connect::explain(&e))))
 }
