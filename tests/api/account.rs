@@ -140,3 +140,47 @@ both_databases!(
     ending_another_session_signs_it_out,
     changing_the_password_ends_the_other_sessions,
 );
+
+async fn housekeeping_removes_expired_sessions_and_old_counters(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let now = fedialt::store::now();
+    let mut conn = app.state.db.conn().await.unwrap();
+    fedialt::store::sessions::insert(
+        &mut conn,
+        &fedialt::store::sessions::SessionRow {
+            id: "expired".into(),
+            user_id: Some(alice.id),
+            state: "{}".into(),
+            version: 1,
+            created_at: now - 10_000,
+            last_seen_at: now - 9_000,
+            expires_at: now - 1,
+            user_agent: None,
+        },
+    )
+    .await
+    .unwrap();
+    fedialt::store::throttle::record_failure(&mut conn, "user:old", 900, now - 2_000)
+        .await
+        .unwrap();
+    fedialt::store::throttle::record_failure(&mut conn, "user:fresh", 900, now)
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(app.session_rows().await, 2);
+    let (sessions, throttles) = fedialt::sweep::sweep_once(&app.state.db).await.unwrap();
+    assert_eq!((sessions, throttles), (1, 1));
+    assert_eq!(app.session_rows().await, 1, "the live session stays");
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    let mut conn = app.state.db.conn().await.unwrap();
+    assert!(
+        fedialt::store::throttle::get(&mut conn, "user:fresh", 900, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+both_databases!(housekeeping_removes_expired_sessions_and_old_counters);
