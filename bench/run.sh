@@ -29,7 +29,7 @@ python3 bench/fake_instance.py "$FAKE_PORT" bench-token & PIDS+=($!)
 mkdir -p bench/results
 OUT=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
 {
-  echo "| database | redis | connections | endpoint | requests/s | p50 ms | p99 ms | errors | page/healthz | peak RSS MB |"
+  echo "| database | redis | connections | endpoint | requests/s | p50 ms | p99 ms | errors | page / this | peak RSS MB |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 
@@ -47,6 +47,19 @@ run_wrk() {
   p99=$(awk '/^P99US/{print $2}' <<<"$out"); non200=$(awk '/^NON200/{print $2}' <<<"$out")
   sockerr=$(awk '/^SOCKERR/{print $2}' <<<"$out")
   echo "$rps $p50 $p99 $((non200 + sockerr))"
+}
+
+# Mean over the alternating rounds: "rps p50ms p99ms errors".
+mean() {
+  printf '%s\n' "$@" | awk '{r+=$1;a+=$2;b+=$3;e+=$4} END{printf "%.0f %.2f %.2f %d\n", r/NR, a/NR/1000, b/NR/1000, e}'
+}
+
+# row DB REDIS CONNS ENDPOINT "rps p50 p99 err" "page's rps …" RSS
+row() {
+  local rps p50 p99 err page_rps ratio
+  read -r rps p50 p99 err <<<"$5"; read -r page_rps _ <<<"$6"
+  ratio=$(awk -v p="$page_rps" -v h="$rps" 'BEGIN{printf "%.0f%%", 100*p/h}')
+  echo "| $1 | $2 | $3 | $4 | $rps | $p50 | $p99 | $err | $ratio | $7 |" >> "$OUT"
 }
 
 bench_database() {
@@ -81,20 +94,19 @@ bench_database() {
   for redis_state in up stopped; do
     if [ "$redis_state" = stopped ]; then kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; fi
     for conns in 16 64; do
-      local page_rps=0 health_rps=0 pr hr
-      local -a page_rows=() health_rows=()
+      local -a page_rows=() health_rows=() session_rows=()
       for _ in $(seq 1 "$ROUNDS"); do
-        hr=$(run_wrk "$base/healthz" "$conns"); health_rows+=("$hr")
-        pr=$(run_wrk "$base/caption_generation" "$conns" "$cookie"); page_rows+=("$pr")
+        health_rows+=("$(run_wrk "$base/healthz" "$conns")")
+        page_rows+=("$(run_wrk "$base/caption_generation" "$conns" "$cookie")")
+        # /healthz carrying the session cookie: a request whose only work is loading the session.
+        session_rows+=("$(run_wrk "$base/healthz" "$conns" "$cookie")")
       done
-      # Mean over the alternating rounds.
-      read -r health_rps hp50 hp99 herr < <(printf '%s\n' "${health_rows[@]}" | awk '{r+=$1;a+=$2;b+=$3;e+=$4} END{printf "%.0f %.2f %.2f %d\n", r/NR, a/NR/1000, b/NR/1000, e}')
-      read -r page_rps pp50 pp99 perr < <(printf '%s\n' "${page_rows[@]}" | awk '{r+=$1;a+=$2;b+=$3;e+=$4} END{printf "%.0f %.2f %.2f %d\n", r/NR, a/NR/1000, b/NR/1000, e}')
-      local ratio rss
-      ratio=$(awk -v p="$page_rps" -v h="$health_rps" 'BEGIN{printf "%.0f%%", 100*p/h}')
+      local page health session rss
+      page=$(mean "${page_rows[@]}"); health=$(mean "${health_rows[@]}"); session=$(mean "${session_rows[@]}")
       rss=$(awk '/VmHWM/{printf "%.0f", $2/1024}' /proc/$app_pid/status)
-      echo "| $db | $redis_state | $conns | /caption_generation | $page_rps | $pp50 | $pp99 | $perr | $ratio | $rss |" >> "$OUT"
-      echo "| $db | $redis_state | $conns | /healthz | $health_rps | $hp50 | $hp99 | $herr | | $rss |" >> "$OUT"
+      row "$db" "$redis_state" "$conns" "/caption_generation (signed in)" "$page" "$page" "$rss"
+      row "$db" "$redis_state" "$conns" "/healthz" "$health" "$page" "$rss"
+      row "$db" "$redis_state" "$conns" "/healthz with the session cookie" "$session" "$page" "$rss"
     done
   done
   kill "$app_pid"; wait "$app_pid" 2>/dev/null || true

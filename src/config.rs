@@ -134,6 +134,8 @@ pub struct Config {
     pub session_storage: SessionStorage,
     pub secret_key: Option<Secret<Vec<u8>>>,
     pub worker: bool,
+    /// HTTP worker threads (FEDIALT_WORKERS; default: the number of cores).
+    pub http_workers: usize,
     pub allow_private_network: bool,
     pub trusted_proxies: Vec<IpNetwork>,
     /// Networks the private-address guard lets through even when private networks are refused.
@@ -290,6 +292,13 @@ impl Config {
             session_storage,
             secret_key,
             worker: parse_bool(&get, "FEDIALT_WORKER", true)?,
+            http_workers: parse_num(
+                &get,
+                "FEDIALT_WORKERS",
+                std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2),
+                1,
+                512,
+            )? as usize,
             allow_private_network: parse_bool(&get, "FEDIALT_ALLOW_PRIVATE_NETWORK", false)?,
             trusted_proxies,
             allowed_private_addresses,

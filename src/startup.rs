@@ -109,6 +109,7 @@ impl Application {
             keys,
         });
         let app_state = state.clone();
+        let workers = state.config.http_workers;
 
         let server = HttpServer::new(move || {
             let flash_store = CookieMessageStore::builder(flash_key.clone())
@@ -131,7 +132,7 @@ impl Application {
                 .wrap(from_fn(crate::web::middleware::request_span))
                 .configure(crate::routes::configure)
         })
-        .workers(2)
+        .workers(workers)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
