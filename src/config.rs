@@ -295,7 +295,9 @@ impl Config {
             http_workers: parse_num(
                 &get,
                 "FEDIALT_WORKERS",
-                std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2),
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u64)
+                    .unwrap_or(2),
                 1,
                 512,
             )? as usize,
