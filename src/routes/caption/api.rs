@@ -113,11 +113,14 @@ pub async fn update(
         .update_user_settings(user.uid, platform_id, &settings)
         .await
     {
-        Ok(saved) => Ok(HttpResponse::Ok().json(json!({
-            "platform_id": platform_id,
-            "saved": saved.saved,
-            "settings": saved.settings,
-        }))),
+        Ok(saved) => {
+            // The saved settings themselves, with the connection they belong to.
+            let mut body = serde_json::to_value(&saved.settings)
+                .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+            body["platform_id"] = json!(platform_id);
+            body["saved"] = json!(saved.saved);
+            Ok(HttpResponse::Ok().json(body))
+        }
         Err(SettingsError::NotFound) => Ok(error(StatusCode::NOT_FOUND, "No such connection.")),
         Err(SettingsError::Store(e)) => Err(e.into()),
     }
