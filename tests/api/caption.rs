@@ -301,10 +301,7 @@ async fn the_json_api(b: Backend) {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["platform_id"], pid);
     assert_eq!(body["max_posts_per_run"], 30);
-    assert_eq!(
-        body["max_caption_length"], 500,
-        "left out: kept"
-    );
+    assert_eq!(body["max_caption_length"], 500, "left out: kept");
     assert_eq!(body["reprocess_existing"], true);
     assert_eq!(
         app.settings_row(pid).await.unwrap().processing_delay_ms,

@@ -38,21 +38,20 @@ fn render(
             .map(|(_, m)| m.clone())
     };
     let limit = view.current.description_limit.to_string();
-    let value = |v: &Option<String>| v.clone().unwrap_or_default();
-    // (name, hint, value, min, max, step, inputmode)
+    // (name, hint, value, inputmode); the rules themselves live in the domain type.
     let specs = [
-        ("max_posts_per_run", "How many posts with images that need a description one run handles: 1 to 500.".to_owned(), value(&values.max_posts_per_run), "1", "500", "1", "numeric"),
-        ("max_caption_length", format!("A description is never longer than this: 50 to {limit} characters."), value(&values.max_caption_length), "50", limit.as_str(), "1", "numeric"),
-        ("optimal_min_length", "The model aims for at least this many characters: 10 up to the longest preferred length.".to_owned(), value(&values.optimal_min_length), "10", "", "1", "numeric"),
-        ("optimal_max_length", "The model aims for at most this many characters: up to the maximum description length.".to_owned(), value(&values.optimal_max_length), "10", "", "1", "numeric"),
-        ("processing_delay", "Waiting between posts is kind to your instance: 0 to 60 seconds, decimals allowed.".to_owned(), value(&values.processing_delay), "0", "60", "0.1", "decimal"),
+        ("max_posts_per_run", "How many posts with images that need a description one run handles: 1 to 500.".to_owned(), &values.max_posts_per_run, "numeric"),
+        ("max_caption_length", format!("A description is never longer than this: 50 to {limit} characters."), &values.max_caption_length, "numeric"),
+        ("optimal_min_length", "The model aims for at least this many characters: 10 up to the longest preferred length.".to_owned(), &values.optimal_min_length, "numeric"),
+        ("optimal_max_length", "The model aims for at most this many characters: up to the maximum description length.".to_owned(), &values.optimal_max_length, "numeric"),
+        ("processing_delay", "Waiting between posts is kind to your instance: 0 to 60 seconds, decimals allowed.".to_owned(), &values.processing_delay, "decimal"),
     ];
     let fields: Vec<serde_json::Value> = specs
         .iter()
-        .map(|(name, hint, value, min, max, step, inputmode)| {
+        .map(|(name, hint, value, inputmode)| {
             serde_json::json!({
-                "name": name, "label": label(name), "hint": hint, "value": value, "min": min,
-                "max": max, "step": step, "inputmode": inputmode, "error": error_of(name),
+                "name": name, "label": label(name), "hint": hint, "value": value.as_deref().unwrap_or_default(),
+                "inputmode": inputmode, "error": error_of(name),
             })
         })
         .collect();

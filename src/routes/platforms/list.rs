@@ -60,7 +60,7 @@ pub async fn render(
         .iter()
         .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
         .collect();
-    Page::new("Your accounts", Some(user), flashes)
+    Page::new("Connected accounts", Some(user), flashes)
         .with("platforms", &lines)
         .with("form", form)
         .with("errors", &errors)
