@@ -16,11 +16,13 @@ use redis::Client;
 
 pub mod entry;
 pub mod keys;
+pub mod manager;
 pub mod platforms;
 pub mod settings;
 
 pub use entry::Entry;
 pub use keys::Kind;
+pub use manager::RedisManager;
 
 use crate::config::RedisConfig;
 use crate::store::{self, Db};
@@ -73,7 +75,9 @@ impl CacheStats {
 
 struct Inner {
     client: Client,
-    pool: RwLock<bb8::Pool<Client>>,
+    pool: RwLock<bb8::Pool<RedisManager>>,
+    /// The Redis run_id the current generation belongs to (shared with the pool's manager).
+    run_id: Arc<RwLock<Option<String>>>,
     prefix: String,
     generation: AtomicI64,
     open: AtomicBool,
@@ -90,14 +94,14 @@ pub struct Cache {
     disabled_stats: Arc<CacheStats>,
 }
 
-fn build_pool(client: &Client, timeout: Duration) -> bb8::Pool<Client> {
+fn build_pool(manager: RedisManager, timeout: Duration) -> bb8::Pool<RedisManager> {
     bb8::Pool::builder()
         .max_size(8)
         .min_idle(None)
         .connection_timeout(timeout)
         .retry_connection(false)
         .test_on_check_out(false)
-        .build_unchecked(client.clone())
+        .build_unchecked(manager)
 }
 
 impl Cache {
@@ -115,8 +119,13 @@ impl Cache {
             return Ok(Cache::disabled());
         };
         let client = Client::open(url.expose().as_str())?;
+        let run_id = Arc::new(RwLock::new(None));
         let inner = Arc::new(Inner {
-            pool: RwLock::new(build_pool(&client, config.command_timeout)),
+            pool: RwLock::new(build_pool(
+                RedisManager::new(client.clone(), run_id.clone()),
+                config.command_timeout,
+            )),
+            run_id,
             client,
             prefix: config.prefix.clone(),
             generation: AtomicI64::new(0),
@@ -447,7 +456,7 @@ impl Cache {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<String, String>(parse_run_id(&info).unwrap_or_default())
+            Ok::<String, String>(manager::parse_run_id(&info).unwrap_or_default())
         };
         let run_id = tokio::time::timeout(inner.timeout * 4, probe)
             .await
@@ -465,10 +474,16 @@ impl Cache {
             );
         }
         *inner
+            .run_id
+            .write()
+            .map_err(|_| "run_id lock poisoned".to_owned())? = Some(run_id.clone());
+        *inner
             .pool
             .write()
-            .map_err(|_| "pool lock poisoned".to_owned())? =
-            build_pool(&inner.client, inner.timeout);
+            .map_err(|_| "pool lock poisoned".to_owned())? = build_pool(
+            RedisManager::new(inner.client.clone(), inner.run_id.clone()),
+            inner.timeout,
+        );
         self.drain_outbox(db, true)
             .await
             .map_err(|e| e.to_string())?;
@@ -598,17 +613,14 @@ fn is_connectivity(error: &CacheError) -> bool {
     }
 }
 
-fn parse_run_id(info: &str) -> Option<String> {
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn run_id_from_info() {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
-        assert_eq!(super::parse_run_id(info).as_deref(), Some("abc123"));
+        assert_eq!(
+            super::manager::parse_run_id(info).as_deref(),
+            Some("abc123")
+        );
     }
 }

@@ -118,25 +118,37 @@ impl InstanceClient {
     }
 
     /// The platform type (Pixelfed says so in /api/v1/instance's version) and the description
-    /// limit (/api/v2/instance, where the instance has it).
+    /// limit (/api/v2/instance, where the instance has it). A hint, not a check: an instance that
+    /// answers these oddly is taken for Mastodon with the default limit (verify_credentials is what
+    /// proves it speaks the API); only network and address-guard failures are errors here.
     pub async fn instance_info(
         &self,
         instance: &InstanceUrl,
     ) -> Result<InstanceInfo, PlatformError> {
         #[derive(Deserialize)]
         struct V1 {
+            #[serde(default)]
             version: String,
-            #[serde(default)]
-            uri: Option<String>,
-            #[serde(default)]
-            title: Option<String>,
         }
+        let tolerable = |e: &PlatformError| {
+            matches!(
+                e,
+                PlatformError::NotMastodonApi
+                    | PlatformError::InvalidToken
+                    | PlatformError::Instance { .. }
+            )
+        };
         let url = instance.join("/api/v1/instance");
-        let v1: V1 = Self::json(self.send(self.http.get(&url), &url).await?).await?;
-        if v1.uri.is_none() && v1.title.is_none() {
-            return Err(PlatformError::NotMastodonApi);
-        }
-        let platform_type = if v1.version.to_lowercase().contains("pixelfed") {
+        let version = match self.send(self.http.get(&url), &url).await {
+            Ok(response) => match Self::json::<V1>(response).await {
+                Ok(v1) => v1.version,
+                Err(e) if tolerable(&e) => String::new(),
+                Err(e) => return Err(e),
+            },
+            Err(e) if tolerable(&e) => String::new(),
+            Err(e) => return Err(e),
+        };
+        let platform_type = if version.to_lowercase().contains("pixelfed") {
             PlatformType::Pixelfed
         } else {
             PlatformType::Mastodon
@@ -152,7 +164,8 @@ impl InstanceClient {
                 })
                 .and_then(|n| i32::try_from(n).ok())
                 .filter(|n| *n > 0),
-            Err(_) => None,
+            Err(e) if tolerable(&e) || matches!(e, PlatformError::RateLimited { .. }) => None,
+            Err(e) => return Err(e),
         };
         Ok(InstanceInfo {
             platform_type,

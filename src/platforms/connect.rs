@@ -40,14 +40,15 @@ pub async fn connect(
     user_id: i64,
     new: NewConnection,
 ) -> Result<Connected, ConnectError> {
+    // The token is the real check (a wrong one, or a server that is not an instance, stops here).
+    let account = client
+        .verify_credentials(&new.instance, &new.access_token)
+        .await?;
     let info = client.instance_info(&new.instance).await?;
     let platform_type = new.platform_type.unwrap_or(info.platform_type);
     let description_limit = info
         .description_limit
         .unwrap_or_else(|| platform_type.default_description_limit());
-    let account = client
-        .verify_credentials(&new.instance, &new.access_token)
-        .await?;
     let access = secrets.seal(crypto::ACCESS_TOKEN, new.access_token.expose())?;
     let refresh = match &new.refresh_token {
         Some(t) => Some(secrets.seal(crypto::REFRESH_TOKEN, t.expose())?),

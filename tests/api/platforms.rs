@@ -627,3 +627,29 @@ both_databases!(
     oauth_state_mismatch_denial_and_instance_error,
     platform_pages_work_with_redis_down,
 );
+
+/// An instance whose /api/v1/instance is missing or odd still connects as Mastodon (1500), since
+/// verify_credentials is what proves it speaks the API.
+async fn a_minimal_instance_still_connects(b: Backend) {
+    let fake = FakeInstance::start(Flavor::Mastodon).await;
+    fake.add_account("min-token", "alice");
+    fake.set(|s| {
+        s.redirect_instance_to = Some("/nowhere".into());
+        s.description_limit = None;
+    });
+    let (app, user) = signed_in(b, Options::default()).await;
+    assert_eq!(
+        app.add_platform(&fake.url, "min-token")
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+    let rows = app.platform_rows(user.id).await;
+    assert_eq!(
+        (rows[0].platform_type.as_str(), rows[0].description_limit),
+        ("mastodon", 1500)
+    );
+}
+
+both_databases!(a_minimal_instance_still_connects);

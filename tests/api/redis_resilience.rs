@@ -226,3 +226,40 @@ both_databases!(
     database_session_storage_keeps_sessions_out_of_redis,
     redis_turned_off,
 );
+
+/// A fresh pooled connection (an idle pool reconnecting, say) to a Redis that restarted as another
+/// server is refused, so old values under the current generation's keys are never read through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_to_a_restarted_redis_is_refused_until_reconciled() {
+    use bb8::ManageConnection;
+    let mut redis = RedisServer::start().await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let run_id = fedialt::cache::manager::parse_run_id(&info).unwrap();
+    let expected = std::sync::Arc::new(std::sync::RwLock::new(Some(run_id)));
+    let manager = fedialt::cache::RedisManager::new(client.clone(), expected.clone());
+    assert!(manager.connect().await.is_ok(), "the same server");
+    redis.restart().await;
+    let refused = manager
+        .connect()
+        .await
+        .err()
+        .expect("another server is refused");
+    assert!(refused
+        .to_string()
+        .contains("not the server the cache generation belongs to"));
+    // Once the generation is reconciled with the new server, its connections are welcome.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    *expected.write().unwrap() = fedialt::cache::manager::parse_run_id(&info);
+    assert!(manager.connect().await.is_ok());
+}
