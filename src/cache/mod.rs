@@ -14,8 +14,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Client;
 
+pub mod counters;
 pub mod entry;
 pub mod keys;
+pub mod maintenance;
 pub mod manager;
 pub mod platforms;
 pub mod settings;
@@ -25,7 +27,7 @@ pub use keys::Kind;
 pub use manager::RedisManager;
 
 use crate::config::RedisConfig;
-use crate::store::{self, Db};
+use crate::store::Db;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -407,185 +409,6 @@ impl Cache {
             })
             .await?;
         Ok(written == 1)
-    }
-
-    /// Starts the background task: drains the outbox every interval, and while the breaker is open,
-    /// probes Redis until it can be trusted again. Ends when `shutdown` fires.
-    pub fn spawn_maintenance(&self, db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let Some(inner) = self.inner.clone() else {
-            return;
-        };
-        let cache = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    _ = inner.wake.notified() => {}
-                    _ = tokio::time::sleep(inner.interval) => {}
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
-                if inner.open.load(Ordering::Acquire) {
-                    // Give a just-tripped breaker a moment before the first probe.
-                    tokio::time::sleep(inner.interval.min(Duration::from_millis(200))).await;
-                    if let Err(error) = cache.recover(&db).await {
-                        tracing::debug!(error = %error, "Redis probe failed");
-                    }
-                } else if let Err(error) = cache.drain_outbox(&db, false).await {
-                    tracing::debug!(error = %error, "outbox drain failed");
-                }
-            }
-        });
-    }
-
-    /// Probes Redis with a fresh connection; on success reconciles the generation, drains the
-    /// outbox, swaps in a fresh pool and closes the breaker.
-    async fn recover(&self, db: &Db) -> Result<(), String> {
-        let Some(inner) = &self.inner else {
-            return Ok(());
-        };
-        let probe = async {
-            let mut conn = inner
-                .client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?;
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<String, String>(manager::parse_run_id(&info).unwrap_or_default())
-        };
-        let run_id = tokio::time::timeout(inner.timeout * 4, probe)
-            .await
-            .map_err(|_| "probe timed out".to_owned())??;
-        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
-        let generation = store::cache_state::reconcile(&mut conn, &run_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        drop(conn);
-        let previous = inner.generation.swap(generation, Ordering::AcqRel);
-        if previous != generation {
-            tracing::info!(
-                generation,
-                "cache generation set (Redis is a new or restored server)"
-            );
-        }
-        *inner
-            .run_id
-            .write()
-            .map_err(|_| "run_id lock poisoned".to_owned())? = Some(run_id.clone());
-        *inner
-            .pool
-            .write()
-            .map_err(|_| "pool lock poisoned".to_owned())? = build_pool(
-            RedisManager::new(inner.client.clone(), inner.run_id.clone()),
-            inner.timeout,
-        );
-        self.drain_outbox(db, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        if inner.open.swap(false, Ordering::AcqRel) {
-            tracing::info!("Redis reachable again: circuit closed");
-        }
-        Ok(())
-    }
-
-    /// Applies pending outbox invalidations. `bypass` lets the recovery path write while the breaker
-    /// is still open (it must drain before it trusts Redis).
-    pub async fn drain_outbox(&self, db: &Db, bypass: bool) -> Result<usize, String> {
-        let Some(inner) = &self.inner else {
-            return Ok(0);
-        };
-        let mut conn = db.conn().await.map_err(|e| e.to_string())?;
-        let rows = store::outbox::oldest(&mut conn, 500)
-            .await
-            .map_err(|e| e.to_string())?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let mut done = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let kind = Kind::of_logical(&row.cache_key);
-            match self
-                .invalidate_gated(kind, &row.cache_key, row.min_version, bypass)
-                .await
-            {
-                Ok(_) => {
-                    inner.stats.outbox_retries[kind.index()].fetch_add(1, Ordering::Relaxed);
-                    done.push(row.id);
-                }
-                Err(error) => {
-                    store::outbox::remove(&mut conn, &done)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    return Err(error.to_string());
-                }
-            }
-        }
-        store::outbox::remove(&mut conn, &done)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(done.len())
-    }
-
-    /// Throttle counters: (count, ms left in the window) for each key, in one round trip.
-    pub async fn counters(&self, logicals: &[String]) -> Result<Vec<(i64, i64)>, CacheError> {
-        let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
-        let n = keys.len() as u64;
-        let flat: Vec<Option<i64>> = self
-            .exec(Kind::Throttle, n * 2, |mut c| async move {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-                }
-                pipe.query_async(&mut c).await
-            })
-            .await?;
-        Ok(flat
-            .chunks(2)
-            .map(|pair| {
-                (
-                    pair[0].unwrap_or(0),
-                    pair.get(1).copied().flatten().unwrap_or(-2),
-                )
-            })
-            .collect())
-    }
-
-    /// Counts one failure on each key; a key's window starts at its first failure.
-    pub async fn count_failure(
-        &self,
-        logicals: &[String],
-        window: Duration,
-    ) -> Result<(), CacheError> {
-        let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
-        let n = keys.len() as u64;
-        self.exec(Kind::Throttle, n * 2, |mut c| async move {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("INCR")
-                    .arg(key)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(window.as_millis() as u64)
-                    .arg("NX")
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
-    }
-
-    pub async fn delete_global(&self, logical: &str) -> Result<(), CacheError> {
-        let key = self.global_key(logical);
-        self.exec(Kind::Throttle, 1, |mut c| async move {
-            redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
-        })
-        .await
     }
 }
 

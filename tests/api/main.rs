@@ -13,3 +13,4 @@ mod login;
 mod migrations;
 mod platforms;
 mod redis_resilience;
+mod services;

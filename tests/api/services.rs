@@ -1,0 +1,196 @@
+//! Stand-ins for a misbehaving Redis: a private redis-server to flush, pause, kill and restart; a
+//! listener that never answers; a proxy that can be cut. The shared Redis is never touched.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{eventually, free_port};
+
+/// A redis-server of the test's own, on a free port, keeping nothing on disk.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer { port, child: None };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let url = self.url();
+        let up = eventually(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                match redis::Client::open(url.as_str()) {
+                    Ok(c) => match c.get_multiplexed_async_connection().await {
+                        Ok(mut conn) => redis::cmd("PING")
+                            .query_async::<String>(&mut conn)
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        assert!(up, "private redis-server started");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the socket stays open, nothing answers.
+    pub fn pause(&self) {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGCONT);
+        }
+    }
+
+    /// A new redis-server on the same port: empty, with a new run_id.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// A TCP listener that accepts connections and never answers: a black-holed Redis.
+pub struct BlackHole {
+    pub port: u16,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        BlackHole { port, _task: task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+/// A TCP proxy in front of a server that a test can cut: existing connections drop and new ones
+/// hang, as if the network between one app instance and Redis failed while Redis stays up.
+pub struct CuttableProxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream_port: u16) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    held.push(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async {
+                            loop {
+                                let is_cut = *watch.borrow_and_update();
+                                if is_cut || watch.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        } => {
+                            // Hold the client side open and silent: a black hole, not a reset.
+                            let _keep = client;
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}
