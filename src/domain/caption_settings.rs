@@ -121,6 +121,29 @@ fn checkbox(raw: &Option<String>) -> Result<bool, ()> {
 }
 
 impl RawSettings {
+    /// The fields of a JSON object: numbers, strings and booleans as text, null or absent as not
+    /// sent. Err names the first field of another JSON type.
+    pub fn from_json(
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RawSettings, &'static str> {
+        use serde_json::Value;
+        let field = |name: &'static str| match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(name),
+        };
+        Ok(RawSettings {
+            max_posts_per_run: field("max_posts_per_run")?,
+            max_caption_length: field("max_caption_length")?,
+            optimal_min_length: field("optimal_min_length")?,
+            optimal_max_length: field("optimal_max_length")?,
+            reprocess_existing: field("reprocess_existing")?,
+            processing_delay: field("processing_delay")?,
+        })
+    }
+
     /// Fills the fields that were not sent with `current` (the JSON API updates what it names).
     pub fn or_current(self, current: &CaptionSettings) -> RawSettings {
         RawSettings {

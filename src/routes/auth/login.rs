@@ -9,10 +9,12 @@ use serde::Deserialize;
 use crate::auth::{csrf, password, user::session_user, SessionUser};
 use crate::config::Secret;
 use crate::routes::error::AppError;
+use crate::routes::platforms::pick_current;
 use crate::routes::{safe_next, see_other};
-use crate::sessions::AUTH_KEY;
+use crate::sessions::{AUTH_KEY, CURRENT_PLATFORM_KEY};
 use crate::state::AppState;
 use crate::store;
+use crate::store::users::UserRow;
 use crate::web::page::Page;
 
 #[derive(Deserialize)]
@@ -85,6 +87,65 @@ pub async fn form(
     .await
 }
 
+/// The account these credentials sign in to, if any; counts a failure otherwise. Refuses with 429
+/// while the username or the address is paused, even with the right password.
+async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: String,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Option<UserRow>, AppError> {
+    if let Some(wait) = state.throttle.locked_for(username, ip).await? {
+        let minutes = wait.div_ceil(60);
+        return Err(AppError::TooManyRequests {
+            retry_after: wait,
+            message: format!(
+                "Too many failed sign-in attempts. Sign-in is paused for this account or address; \
+                 try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    let mut conn = state.db.conn().await?;
+    let user = store::users::by_username(&mut conn, username).await?;
+    drop(conn);
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = password::verify(Secret::new(password), stored).await?;
+    match user {
+        Some(user) if verified && user.active => {
+            state.throttle.clear(username).await?;
+            Ok(Some(user))
+        }
+        _ => {
+            state.throttle.record_failure(username, ip).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// A new session id for the signed-in person, starting on their default connection.
+async fn start_session(state: &AppState, session: &Session, user: UserRow) -> Result<(), AppError> {
+    let mut conn = state.db.conn().await?;
+    store::users::record_login(&mut conn, user.id).await?;
+    drop(conn);
+    session.renew();
+    let uid = user.id;
+    session.insert(
+        AUTH_KEY,
+        SessionUser {
+            uid,
+            username: user.username,
+            role: user.role,
+            csrf: csrf::random_token(),
+        },
+    )?;
+    if let Some(default) = pick_current(&state.platforms.list(uid).await?, session) {
+        session.insert(CURRENT_PLATFORM_KEY, default.id)?;
+    }
+    tracing::info!(user.id = uid, "signed in");
+    Ok(())
+}
+
 pub async fn submit(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -98,62 +159,15 @@ pub async fn submit(
     let next = safe_next(form.next.as_deref());
     let username = form.username.trim().to_lowercase();
     let ip = state.client_ip(&req);
-    if let Some(wait) = state.throttle.locked_for(&username, ip).await? {
-        let minutes = wait.div_ceil(60);
-        return Err(AppError::TooManyRequests {
-            retry_after: wait,
-            message: format!(
-                "Too many failed sign-in attempts. Sign-in is paused for this account or address; \
-                 try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            ),
-        });
-    }
-    let mut conn = state.db.conn().await?;
-    let user = store::users::by_username(&mut conn, &username).await?;
-    drop(conn);
-    let verified = password::verify(
-        Secret::new(form.password),
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await?;
-    let user = match user {
-        Some(user) if verified && user.active => user,
-        _ => {
-            state.throttle.record_failure(&username, ip).await?;
-            tracing::info!("sign-in failed");
-            return login_page(
-                &state,
-                &req,
-                None,
-                StatusCode::UNAUTHORIZED,
-                &username,
-                &next,
-                Some(FAILED),
-            )
-            .await;
+    match authenticate(&state, &username, form.password, ip).await? {
+        Some(user) => {
+            start_session(&state, &session, user).await?;
+            Ok(see_other(&next))
         }
-    };
-    state.throttle.clear(&username).await?;
-    let mut conn = state.db.conn().await?;
-    store::users::record_login(&mut conn, user.id).await?;
-    drop(conn);
-    session.renew();
-    session.insert(
-        AUTH_KEY,
-        SessionUser {
-            uid: user.id,
-            username: user.username,
-            role: user.role,
-            csrf: csrf::random_token(),
-        },
-    )?;
-    // Start with the person's default connection; any page can switch.
-    if let Some(default) =
-        crate::routes::platforms::pick_current(&state.platforms.list(user.id).await?, &session)
-    {
-        session.insert(crate::sessions::CURRENT_PLATFORM_KEY, default.id)?;
+        None => {
+            tracing::info!("sign-in failed");
+            let status = StatusCode::UNAUTHORIZED;
+            login_page(&state, &req, None, status, &username, &next, Some(FAILED)).await
+        }
     }
-    tracing::info!(user.id = user.id, "signed in");
-    Ok(see_other(&next))
 }

@@ -146,40 +146,46 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-pub async fn callback(
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: Session,
-    query: web::Query<CallbackQuery>,
-) -> Result<HttpResponse, AppError> {
+/// The pending request this answer belongs to, and its code; or why it cannot be used. The pending
+/// state is taken out of the session either way: each one is good for one answer.
+fn accept_answer(
+    session: &Session,
+    query: &CallbackQuery,
+) -> Result<(Pending, String), &'static str> {
     let pending: Option<Pending> = session
         .remove(OAUTH_KEY)
         .and_then(|raw| serde_json::from_str(&raw).ok());
     let Some(pending) = pending else {
-        return Ok(back_with(
-            "That sign-in link has expired or was already used. Start connecting the account again.",
-        ));
+        return Err("That sign-in link has expired or was already used. Start connecting the account again.");
     };
     if !query
         .state
         .as_deref()
         .is_some_and(|s| csrf::tokens_match(&pending.state, s))
     {
-        return Ok(back_with(
-            "The answer from the instance could not be matched to your request (the state did not match), \
-             so nothing was saved. Start connecting the account again.",
-        ));
+        return Err("The answer from the instance could not be matched to your request (the state did not match), \
+             so nothing was saved. Start connecting the account again.");
     }
     if query.error.is_some() {
-        return Ok(back_with(
-            "The instance says the authorization was denied, so no account was connected.",
-        ));
+        return Err("The instance says the authorization was denied, so no account was connected.");
     }
-    let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
-        return Ok(back_with(
-            "The instance sent no authorization code; nothing was saved.",
-        ));
+    match query.code.as_deref().filter(|c| !c.is_empty()) {
+        Some(code) => Ok((pending, code.to_owned())),
+        None => Err("The instance sent no authorization code; nothing was saved."),
+    }
+}
+
+pub async fn callback(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (pending, code) = match accept_answer(&session, &query) {
+        Ok(accepted) => accepted,
+        Err(message) => return Ok(back_with(message)),
     };
+    let code = code.as_str();
     let instance = match InstanceUrl::parse(&pending.instance_url, |_| true) {
         Ok(i) => i,
         Err(m) => return Ok(back_with(format!("Instance address {m}."))),
