@@ -71,8 +71,9 @@ impl Application {
         }
 
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
-        crate::sweep::spawn(db.clone(), SWEEP_EVERY, shutdown_rx);
+        let background = db.background();
+        cache.spawn_maintenance(background.clone(), shutdown_rx.clone());
+        crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx);
 
         let session_store = TieredSessionStore::new(
             db.clone(),
@@ -94,6 +95,7 @@ impl Application {
         )
         .context("could not build the HTTP client")?;
         let state = web::Data::new(AppState {
+            background,
             throttle: LoginThrottle::new(db.clone(), cache.clone()),
             platforms: PlatformManager::new(db.clone(), cache.clone()),
             settings: SettingsManager::new(

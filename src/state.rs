@@ -17,6 +17,8 @@ use crate::store::Db;
 pub struct AppState {
     pub config: Config,
     pub db: Db,
+    /// The pool as the background tasks use it (their own statement counters).
+    pub background: Db,
     pub cache: Cache,
     pub keys: Keys,
     pub throttle: LoginThrottle,

@@ -90,8 +90,13 @@ fn render(state: &AppState) -> String {
         ),
         (
             "fedialt_db_statements_total",
-            "SQL statements run.",
+            "SQL statements run for requests.",
             state.db.stats().statements.load(Ordering::Relaxed),
+        ),
+        (
+            "fedialt_db_background_statements_total",
+            "SQL statements run by background tasks (outbox drain, sweep).",
+            state.background.stats().statements.load(Ordering::Relaxed),
         ),
         (
             "fedialt_db_checkouts_total",

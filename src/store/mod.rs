@@ -258,6 +258,16 @@ impl Db {
         &self.stats
     }
 
+    /// The same pool, counting into separate statistics: for background tasks (outbox drain,
+    /// sweep), so the request-path counters say what requests cost.
+    pub fn background(&self) -> Db {
+        Db {
+            pool: self.pool.clone(),
+            url: self.url.clone(),
+            stats: Arc::new(DbStats::default()),
+        }
+    }
+
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         let inner = match &self.pool {

@@ -464,6 +464,7 @@ async fn metrics_for_admins_and_the_token(b: Backend) {
         "fedialt_cache_fallbacks_total{kind=\"platform\"}",
         "fedialt_cache_outbox_retries_total{kind=\"session\"}",
         "fedialt_redis_up 1",
+        "fedialt_db_background_statements_total",
     ] {
         assert!(text.contains(line), "{line}");
     }
