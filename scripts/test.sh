@@ -59,5 +59,7 @@ ensure_postgres() {
 
 ensure_redis
 ensure_postgres
+# The Redis-over-TLS test makes a self-signed certificate with it.
+command -v openssl >/dev/null || apt_install openssl
 export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 exec cargo test --locked "$@"
