@@ -6,6 +6,7 @@ use super::error::AppError;
 use crate::auth::AdminUser;
 use crate::state::AppState;
 use crate::store;
+use crate::web::page::Page;
 
 #[derive(Serialize)]
 struct UserLine {
@@ -36,5 +37,3 @@ pub async fn index(
         .with("users", &users)
         .render("admin/index.html")
 }
-
-use crate::web::page::Page;
