@@ -124,6 +124,16 @@ async fn pages_carry_security_headers(b: Backend) {
     let missing = app.get("/no/such/page").await;
     assert_eq!(missing.status().as_u16(), 404);
     assert!(missing.text().await.unwrap().contains("Page not found"));
+    assert!(
+        body.contains("<script src=\"/static/app.js\" defer></script>"),
+        "scripts are files, not inline"
+    );
+    let js = app.get("/static/app.js").await;
+    assert_eq!(js.status().as_u16(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
     let css = app.get("/static/app.css").await;
     assert_eq!(css.status().as_u16(), 200);
     assert!(css.headers()["content-type"]
