@@ -106,22 +106,30 @@ async fn wrong_password_unknown_user_and_inactive_user_get_one_message(b: Backen
     app.login(&alice).await;
 }
 
+/// Five wrong passwords for the user, then the right one: refused with 429 and Retry-After.
+async fn locked_out(app: &TestApp, user: &TestUser) -> reqwest::Response {
+    for _ in 0..5 {
+        let r = app
+            .login_with(&new_client(), &user.username, "wrong password!!")
+            .await;
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let response = app
+        .login_with(&new_client(), &user.username, &user.password)
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        429,
+        "locked even with the right password"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    response
+}
+
 async fn throttle_locks_a_username_even_with_the_right_password(b: Backend) {
     let app = spawn_app(b).await;
     let alice = app.create_user("alice", "user").await;
-    for _ in 0..5 {
-        assert_eq!(
-            app.login_with(&new_client(), "alice", "wrong password!!")
-                .await
-                .status()
-                .as_u16(),
-            401
-        );
-    }
-    let response = app
-        .login_with(&new_client(), "alice", &alice.password)
-        .await;
-    assert_eq!(response.status().as_u16(), 429);
+    let response = locked_out(&app, &alice).await;
     let retry: u64 = response.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -169,19 +177,7 @@ async fn throttle_counts_in_the_database_without_redis(b: Backend) {
     )
     .await;
     let alice = app.create_user("alice", "user").await;
-    for _ in 0..5 {
-        assert_eq!(
-            app.login_with(&new_client(), "alice", "wrong password!!")
-                .await
-                .status()
-                .as_u16(),
-            401
-        );
-    }
-    let response = app
-        .login_with(&new_client(), "alice", &alice.password)
-        .await;
-    assert_eq!(response.status().as_u16(), 429);
+    let response = locked_out(&app, &alice).await;
     assert!(response.headers().contains_key("retry-after"));
 }
 
