@@ -36,11 +36,7 @@ pub async fn switch(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
-    let platform = state
-        .platforms
-        .get_platform_by_id(path.into_inner(), user.uid)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let platform = super::owned(&state, &user, path.into_inner()).await?;
     session.insert(CURRENT_PLATFORM_KEY, platform.id)?;
     FlashMessage::success(format!("Now working on {}.", platform.handle())).send();
     Ok(see_other("/platforms"))
@@ -77,9 +73,7 @@ pub async fn rename(
     user.check_csrf(&form.csrf_token)?;
     let id = path.into_inner();
     let uid = user.uid;
-    if state.platforms.get_platform_by_id(id, uid).await?.is_none() {
-        return Err(AppError::NotFound);
-    }
+    super::owned(&state, &user, id).await?;
     let name = match parse_connection_name(&form.name) {
         Ok(name) => name,
         Err(m) => {

@@ -19,11 +19,7 @@ pub async fn confirm(
     path: web::Path<i64>,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let platform = state
-        .platforms
-        .get_platform_by_id(path.into_inner(), user.uid)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let platform = super::owned(&state, &user, path.into_inner()).await?;
     Page::new("Remove an account", Some(&user), Some(&flashes))
         .with("platform", &platform)
         .with("handle", &platform.handle())
@@ -40,11 +36,7 @@ pub async fn delete(
     user.check_csrf(&form.csrf_token)?;
     let id = path.into_inner();
     let uid = user.uid;
-    let platform = state
-        .platforms
-        .get_platform_by_id(id, uid)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let platform = super::owned(&state, &user, id).await?;
     let deleted = state
         .platforms
         .write(

@@ -10,12 +10,27 @@ use actix_session::Session;
 use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
+use crate::auth::CurrentUser;
 use crate::cache::platforms::PlatformRecord;
 use crate::platforms::connect::{ConnectError, Connected};
 use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::sessions::CURRENT_PLATFORM_KEY;
+use crate::state::AppState;
+
+/// The person's connection with this id; 404 for anyone else's (or none).
+pub async fn owned(
+    state: &AppState,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<PlatformRecord, AppError> {
+    state
+        .platforms
+        .get_platform_by_id(id, user.uid)
+        .await?
+        .ok_or(AppError::NotFound)
+}
 
 /// After connecting, by token or OAuth: work on the new connection and say what happened. The
 /// instance's refusal is handed back for the caller to show its own way.
