@@ -213,14 +213,4 @@ impl PlatformManager {
         store::outbox::remove(&mut conn, &delivered).await?;
         Ok(result)
     }
-
-    /// The token of a connection, decrypted, for calls to its instance (never cached).
-    pub async fn token_row(
-        &self,
-        platform_id: i64,
-        user_id: i64,
-    ) -> Result<Option<PlatformRow>, StoreError> {
-        let mut conn = self.db.conn().await?;
-        store::platforms::owned(&mut conn, platform_id, user_id).await
-    }
 }

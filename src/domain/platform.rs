@@ -1,7 +1,5 @@
 //! Instance URLs, platform types and connection names.
 
-use std::net::IpAddr;
-
 use url::Url;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,14 +111,6 @@ impl InstanceUrl {
 
     pub fn join(&self, path: &str) -> String {
         format!("{}{}", self.as_str(), path)
-    }
-
-    pub fn host_ip(&self) -> Option<IpAddr> {
-        match self.0.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        }
     }
 
     pub fn host(&self) -> &str {

@@ -105,7 +105,13 @@ impl TieredSessionStore {
         }
     }
 
-    async fn load_from_db(&self, id: &str) -> Result<Option<State>, StoreError> {
+    /// Reads the session from the table and puts it back into Redis. Slides the table's expiry
+    /// (a write that bumps the row's version) when it is a few minutes old, or `always_slide`.
+    async fn load_from_db(
+        &self,
+        id: &str,
+        always_slide: bool,
+    ) -> Result<Option<State>, StoreError> {
         let now = store::now();
         let mut conn = self.db.conn().await?;
         let Some(row) = store::sessions::live(&mut conn, id, now).await? else {
@@ -113,14 +119,15 @@ impl TieredSessionStore {
         };
         let state: State = serde_json::from_str(&row.state)
             .map_err(|e| StoreError::Corrupt(format!("session state: {e}")))?;
-        let (version, touched) = if now - row.last_seen_at >= self.touch_every() {
+        let (version, touched) = if always_slide || now - row.last_seen_at >= self.touch_every() {
+            let expires = now + self.idle_secs();
             match store::sessions::update_state(
                 &mut conn,
                 id,
                 row.user_id,
                 &row.state,
                 now,
-                now + self.idle_secs(),
+                expires,
             )
             .await?
             {
@@ -139,31 +146,7 @@ impl TieredSessionStore {
     fn spawn_touch(&self, id: String) {
         let store = self.clone();
         tokio::spawn(async move {
-            let result = async {
-                let now = store::now();
-                let mut conn = store.db.conn().await?;
-                let Some(row) = store::sessions::live(&mut conn, &id, now).await? else {
-                    return Ok::<(), StoreError>(());
-                };
-                let state: State = serde_json::from_str(&row.state)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if let Some(version) = store::sessions::update_state(
-                    &mut conn,
-                    &id,
-                    row.user_id,
-                    &row.state,
-                    now,
-                    now + store.idle_secs(),
-                )
-                .await?
-                {
-                    drop(conn);
-                    store.fill(&id, version, &state, now).await;
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(error) = result {
+            if let Err(error) = store.load_from_db(&id, true).await {
                 tracing::warn!(error = %error, "could not slide a session's expiry");
             }
         });
@@ -257,7 +240,7 @@ impl SessionStore for TieredSessionStore {
                 Err(_) => self.cache.stats().fallback(Kind::Session),
             }
         }
-        self.load_from_db(&id)
+        self.load_from_db(&id, false)
             .await
             .map_err(|e| LoadError::Other(anyhow::Error::new(e)))
     }

@@ -65,18 +65,6 @@ pub async fn update_state(
         .optional())?)
 }
 
-/// Slides the idle timeout; done at most every few minutes per session.
-pub async fn touch(conn: &mut Conn, id: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
-    run!(conn, |c| diesel::update(sessions::table.find(id))
-        .set((
-            sessions::last_seen_at.eq(now),
-            sessions::expires_at.eq(expires_at)
-        ))
-        .execute(c)
-        .await)?;
-    Ok(())
-}
-
 pub async fn delete(conn: &mut Conn, id: &str) -> Result<bool, StoreError> {
     let n = run!(conn, |c| diesel::delete(sessions::table.find(id))
         .execute(c)

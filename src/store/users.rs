@@ -92,11 +92,3 @@ pub async fn set_password_hash(conn: &mut Conn, id: i64, hash: &str) -> Result<(
         .await)?;
     Ok(())
 }
-
-pub async fn set_active(conn: &mut Conn, id: i64, active: bool) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(users::table.find(id))
-        .set(users::active.eq(active))
-        .execute(c)
-        .await)?;
-    Ok(n == 1)
-}

@@ -262,3 +262,56 @@ async fn a_new_connection_to_a_restarted_redis_is_refused_until_reconciled() {
     *expected.write().unwrap() = fedialt::cache::manager::parse_run_id(&info);
     assert!(manager.connect().await.is_ok());
 }
+
+/// The table's expiry slides when a read finds it a few minutes old, with a version bump, and the
+/// session is put back into Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_read_slides_the_tables_expiry() {
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::RunQueryDsl;
+    use fedialt::store::schema::sessions;
+    let redis = RedisServer::start().await;
+    let app = spawn_app_with(Backend::Sqlite, Options::redis(redis.url())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let old = fedialt::store::now() - 3600;
+    let mut conn = app.state.db.conn().await.unwrap();
+    fedialt::run!(&mut conn, |c| diesel::update(sessions::table)
+        .set((
+            sessions::last_seen_at.eq(old),
+            sessions::expires_at.eq(old + 7200)
+        ))
+        .execute(c)
+        .await)
+    .unwrap();
+    let before: i64 = fedialt::run!(&mut conn, |c| sessions::table
+        .select(sessions::version)
+        .first(c)
+        .await)
+    .unwrap();
+    drop(conn);
+    redis.command(&["FLUSHALL"]).await;
+    assert_eq!(app.get("/account").await.status().as_u16(), 200);
+    let mut conn = app.state.db.conn().await.unwrap();
+    let (version, last_seen, expires): (i64, i64, i64) =
+        fedialt::run!(&mut conn, |c| sessions::table
+            .select((
+                sessions::version,
+                sessions::last_seen_at,
+                sessions::expires_at
+            ))
+            .first(c)
+            .await)
+        .unwrap();
+    assert_eq!(version, before + 1);
+    assert!(last_seen > old + 3000);
+    assert!(
+        expires >= last_seen + 120 * 60 - 5,
+        "slid by the idle timeout"
+    );
+    assert!(app
+        .redis_keys(&redis.url())
+        .await
+        .iter()
+        .any(|k| k.contains("session:")));
+}
