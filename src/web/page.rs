@@ -61,6 +61,15 @@ impl Page {
         self
     }
 
+    /// A refused form's problems, for the error summary: each field (its id) and its message.
+    pub fn with_errors(self, errors: &[(&str, String)]) -> Page {
+        let list: Vec<serde_json::Value> = errors
+            .iter()
+            .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
+            .collect();
+        self.with("errors", &list)
+    }
+
     pub fn render(self, template: &str) -> Result<HttpResponse, AppError> {
         self.render_status(StatusCode::OK, template)
     }

@@ -56,22 +56,14 @@ impl TestApp {
     }
 }
 
+/// `fields` with `name` set to `value`.
 fn with(
     fields: &[(&'static str, &'static str)],
-    name: &str,
+    name: &'static str,
     value: &'static str,
 ) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<_> = fields.iter().copied().filter(|(f, _)| *f != name).collect();
-    if !value.is_empty() || name != "reprocess_existing" {
-        out.push((
-            fields
-                .iter()
-                .find(|(f, _)| *f == name)
-                .map(|(f, _)| *f)
-                .unwrap_or("reprocess_existing"),
-            value,
-        ));
-    }
+    out.push((name, value));
     out
 }
 

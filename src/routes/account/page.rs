@@ -51,13 +51,9 @@ pub async fn render(
             id: s.id,
         })
         .collect();
-    let errors: Vec<serde_json::Value> = errors
-        .iter()
-        .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
-        .collect();
     Page::new("Your account", Some(user), flashes)
         .with("sessions", &sessions)
-        .with("errors", &errors)
+        .with_errors(errors)
         .render_status(status, "account/index.html")
 }
 

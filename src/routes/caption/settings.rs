@@ -55,10 +55,6 @@ fn render(
             })
         })
         .collect();
-    let summary: Vec<serde_json::Value> = errors
-        .iter()
-        .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
-        .collect();
     Page::new("Caption settings", Some(user), flashes)
         .with("platform", &view.current)
         .with("handle", &view.current.handle())
@@ -72,7 +68,7 @@ fn render(
         )
         .with("reprocess_error", &error_of("reprocess_existing"))
         .with("saved", &view.settings.saved)
-        .with("errors", &summary)
+        .with_errors(errors)
         .render_status(status, "caption/settings.html")
 }
 

@@ -108,15 +108,7 @@ pub async fn submit(
         Ok(new) => new,
         Err(errors) => return refused(errors).await,
     };
-    let result = connect::connect(
-        &state.instances,
-        &state.secrets,
-        &state.platforms,
-        user.uid,
-        new,
-    )
-    .await;
-    match super::connected(&session, result)? {
+    match super::connect_and_use(&state, &session, &user, new).await? {
         Ok(response) => Ok(response),
         Err(error) => {
             let field = if matches!(error, PlatformError::InvalidToken) {

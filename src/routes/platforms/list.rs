@@ -56,14 +56,10 @@ pub async fn render(
             needs_reauth: p.needs_reauth,
         })
         .collect();
-    let errors: Vec<serde_json::Value> = errors
-        .iter()
-        .map(|(field, message)| serde_json::json!({"field": field, "message": message}))
-        .collect();
     Page::new("Connected accounts", Some(user), flashes)
         .with("platforms", &lines)
         .with("form", form)
-        .with("errors", &errors)
+        .with_errors(errors)
         .render_status(status, "platforms/index.html")
 }
 

@@ -12,7 +12,7 @@ use actix_web_flash_messages::FlashMessage;
 
 use crate::auth::CurrentUser;
 use crate::cache::platforms::PlatformRecord;
-use crate::platforms::connect::{ConnectError, Connected};
+use crate::platforms::connect::{self, ConnectError, NewConnection};
 use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
@@ -32,12 +32,22 @@ pub async fn owned(
         .ok_or(AppError::NotFound)
 }
 
-/// After connecting, by token or OAuth: work on the new connection and say what happened. The
-/// instance's refusal is handed back for the caller to show its own way.
-pub fn connected(
+/// Connects (by token or at the end of OAuth), then works on the new connection and says what
+/// happened. The instance's refusal is handed back for the caller to show its own way.
+pub async fn connect_and_use(
+    state: &AppState,
     session: &Session,
-    result: Result<Connected, ConnectError>,
+    user: &CurrentUser,
+    new: NewConnection,
 ) -> Result<Result<HttpResponse, PlatformError>, AppError> {
+    let result = connect::connect(
+        &state.instances,
+        &state.secrets,
+        &state.platforms,
+        user.uid,
+        new,
+    )
+    .await;
     let done = match result {
         Ok(done) => done,
         Err(ConnectError::Platform(e)) => return Ok(Err(e)),

@@ -210,13 +210,7 @@ pub async fn callback(
         name: None,
         platform_type: Some(pending.platform_type),
     };
-    let result = connect::connect(
-        &state.instances,
-        &state.secrets,
-        &state.platforms,
-        user.uid,
-        new,
-    )
-    .await;
-    Ok(super::connected(&session, result)?.unwrap_or_else(|e| back_with(connect::explain(&e))))
+    Ok(super::connect_and_use(&state, &session, &user, new)
+        .await?
+        .unwrap_or_else(|e| back_with(connect::explain(&e))))
 }
