@@ -111,6 +111,8 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How often the outbox is drained and a tripped circuit breaker probes Redis.
     pub outbox_interval: Duration,
+    /// Keep read copies in process memory, kept fresh by Redis's invalidation messages.
+    pub near_cache: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +214,7 @@ impl Config {
                 50,
                 600_000,
             )?),
+            near_cache: parse_bool(&get, "FEDIALT_NEAR_CACHE", true)?,
         };
 
         let session_storage = match get("SESSION_STORAGE").as_deref() {

@@ -86,6 +86,7 @@ impl Cache {
         self.drain_outbox(db, true)
             .await
             .map_err(|e| e.to_string())?;
+        self.start_tracking(&run_id).await?;
         if inner.open.swap(false, Ordering::AcqRel) {
             tracing::info!("Redis reachable again: circuit closed");
         }

@@ -19,6 +19,7 @@ pub mod entry;
 pub mod keys;
 pub mod maintenance;
 pub mod manager;
+pub mod near;
 pub mod platforms;
 pub mod settings;
 
@@ -55,6 +56,8 @@ pub enum RedisStatus {
 #[derive(Default)]
 pub struct CacheStats {
     pub hits: [AtomicU64; 5],
+    /// The part of `hits` served from process memory (the near cache).
+    pub near_hits: [AtomicU64; 5],
     pub misses: [AtomicU64; 5],
     pub fallbacks: [AtomicU64; 5],
     pub outbox_retries: [AtomicU64; 5],
@@ -88,6 +91,8 @@ struct Inner {
     interval: Duration,
     stats: CacheStats,
     set_if_newer: redis::Script,
+    near: Arc<near::Near>,
+    near_enabled: bool,
 }
 
 #[derive(Clone)]
@@ -137,6 +142,8 @@ impl Cache {
             interval: config.outbox_interval,
             stats: CacheStats::default(),
             set_if_newer: redis::Script::new(entry::SET_IF_NEWER),
+            near: Arc::new(near::Near::new(keys::NEAR_MAX_ENTRIES)),
+            near_enabled: config.near_cache,
         });
         let cache = Cache {
             inner: Some(inner),
@@ -156,6 +163,14 @@ impl Cache {
         match &self.inner {
             Some(inner) => &inner.stats,
             None => &self.disabled_stats,
+        }
+    }
+
+    /// Whether reads are served from the near cache now, and how many values it holds.
+    pub fn near_status(&self) -> (bool, usize) {
+        match &self.inner {
+            Some(inner) => (self.near().is_some(), inner.near.len()),
+            None => (false, 0),
         }
     }
 
@@ -259,6 +274,7 @@ impl Cache {
 
     fn trip(&self, error: &CacheError) {
         if let Some(inner) = &self.inner {
+            inner.near.go_dead();
             if !inner.open.swap(true, Ordering::AcqRel) {
                 inner.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %error, "Redis unreachable: circuit open, serving from the database");
@@ -267,33 +283,38 @@ impl Cache {
         }
     }
 
-    /// Reads one versioned value; with `refresh`, slides its TTL in the same command (GETEX).
-    pub async fn get_entry(
-        &self,
-        kind: Kind,
-        logical: &str,
-        refresh: Option<Duration>,
-    ) -> Result<Option<Entry>, CacheError> {
-        let key = self.key(logical);
-        let raw: Option<Vec<u8>> = self
-            .exec(kind, 1, |mut c| async move {
-                match refresh {
-                    Some(ttl) => {
-                        redis::cmd("GETEX")
-                            .arg(&key)
-                            .arg("PX")
-                            .arg(ttl.as_millis() as u64)
-                            .query_async(&mut c)
-                            .await
-                    }
-                    None => redis::cmd("GET").arg(&key).query_async(&mut c).await,
-                }
-            })
-            .await?;
-        self.decode_counted(kind, raw)
+    /// The near cache, when it is on and the breaker is closed.
+    fn near(&self) -> Option<&near::Near> {
+        let inner = self.inner.as_ref()?;
+        (inner.near.is_live() && !inner.open.load(Ordering::Acquire)).then_some(&*inner.near)
     }
 
-    /// Reads several versioned values in one round trip (MGET).
+    /// Passes the near cache's barrier (see near.rs). Ok(None): the near cache is off, read Redis.
+    async fn fresh_near(&self) -> Result<Option<&near::Near>, CacheError> {
+        let Some(near) = self.near() else {
+            return Ok(None);
+        };
+        let deadline = self.inner.as_ref().map(|i| i.timeout).unwrap_or_default();
+        if near.barrier(deadline).await {
+            return Ok(Some(near));
+        }
+        if self.status() == RedisStatus::Ok {
+            self.trip(&CacheError::Timeout);
+        }
+        Err(CacheError::Unavailable)
+    }
+
+    /// Reads one versioned value: from the near cache when it holds it, else with one GET.
+    pub async fn get_entry(&self, kind: Kind, logical: &str) -> Result<Option<Entry>, CacheError> {
+        Ok(self
+            .get_entries(&[(kind, logical.to_owned())])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Reads several versioned values: those the near cache holds from memory, the rest in one
+    /// round trip (MGET).
     pub async fn get_entries(
         &self,
         logicals: &[(Kind, String)],
@@ -301,17 +322,43 @@ impl Cache {
         if logicals.is_empty() {
             return Ok(Vec::new());
         }
+        let near = self.fresh_near().await?;
         let keys: Vec<String> = logicals.iter().map(|(_, l)| self.key(l)).collect();
+        let mut found: Vec<Option<Entry>> = match near {
+            Some(near) => keys.iter().map(|k| near.get(k)).collect(),
+            None => vec![None; keys.len()],
+        };
+        for ((kind, _), entry) in logicals.iter().zip(&found) {
+            if entry.is_some() {
+                self.stats().hit(*kind);
+                self.stats().near_hits[kind.index()].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let missing: Vec<usize> = (0..keys.len()).filter(|i| found[*i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let epoch = near.map(|n| n.epoch());
+        let wanted: Vec<&String> = missing.iter().map(|i| &keys[*i]).collect();
         let raws: Vec<Option<Vec<u8>>> = self
-            .exec(logicals[0].0, 1, |mut c| async move {
-                redis::cmd("MGET").arg(&keys).query_async(&mut c).await
+            .exec(logicals[missing[0]].0, 1, |mut c| async move {
+                if wanted.len() == 1 {
+                    let raw: Option<Vec<u8>> =
+                        redis::cmd("GET").arg(wanted[0]).query_async(&mut c).await?;
+                    Ok(vec![raw])
+                } else {
+                    redis::cmd("MGET").arg(&wanted).query_async(&mut c).await
+                }
             })
             .await?;
-        logicals
-            .iter()
-            .zip(raws)
-            .map(|((kind, _), raw)| self.decode_counted(*kind, raw))
-            .collect()
+        for (i, raw) in missing.into_iter().zip(raws) {
+            let entry = self.decode_counted(logicals[i].0, raw)?;
+            if let (Some(near), Some(epoch), Some(entry)) = (near, epoch, &entry) {
+                near.fill(epoch, keys[i].clone(), entry.clone());
+            }
+            found[i] = entry;
+        }
+        Ok(found)
     }
 
     fn decode_counted(

@@ -96,7 +96,7 @@ impl PlatformManager {
     pub async fn list(&self, user_id: i64) -> Result<Vec<PlatformRecord>, StoreError> {
         match self
             .cache
-            .get_entry(Kind::Platform, &list_key(user_id), None)
+            .get_entry(Kind::Platform, &list_key(user_id))
             .await
         {
             Ok(entry) => {

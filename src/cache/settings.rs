@@ -112,7 +112,7 @@ impl SettingsManager {
     async fn saved_for(&self, platform_id: i64) -> Result<Option<CaptionSettings>, StoreError> {
         match self
             .cache
-            .get_entry(Kind::Settings, &settings_key(platform_id), None)
+            .get_entry(Kind::Settings, &settings_key(platform_id))
             .await
         {
             Ok(entry) => {

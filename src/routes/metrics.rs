@@ -46,6 +46,11 @@ fn render(state: &AppState) -> String {
             &stats.hits,
         ),
         (
+            "fedialt_cache_near_hits_total",
+            "The part of the hits served from process memory, kept fresh by Redis's invalidations.",
+            &stats.near_hits,
+        ),
+        (
             "fedialt_cache_misses_total",
             "Reads that found nothing usable in Redis.",
             &stats.misses,
@@ -115,5 +120,11 @@ fn render(state: &AppState) -> String {
         _ => 0,
     };
     let _ = writeln!(out, "# HELP fedialt_redis_up Whether Redis is trusted now.\n# TYPE fedialt_redis_up gauge\nfedialt_redis_up {up}");
+    let (near_on, near_entries) = state.cache.near_status();
+    let _ = writeln!(
+        out,
+        "# HELP fedialt_near_cache_on Whether reads are served from process memory now.\n# TYPE fedialt_near_cache_on gauge\nfedialt_near_cache_on {}\n# HELP fedialt_near_cache_entries Values held in process memory.\n# TYPE fedialt_near_cache_entries gauge\nfedialt_near_cache_entries {near_entries}",
+        u8::from(near_on)
+    );
     out
 }

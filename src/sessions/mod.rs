@@ -1,12 +1,14 @@
 //! actix-session's store: Redis in front, the sessions table behind.
 //!
-//! A warm load is one GETEX (the read slides the idle timeout). The table's expiry is slid at most
-//! every few minutes, by a write that also bumps the row's version. A miss or any Redis fault reads
+//! A warm load is one read of the cached copy (from the near cache, else one GET). The idle timeout
+//! slides every few minutes: a write to the table that bumps the row's version and puts a new copy,
+//! with a fresh TTL, into Redis. A miss or any Redis fault reads
 //! the table and puts the value back with a versioned compare-and-set. Deletes write the table and an
 //! outbox row in one transaction, then a tombstone to Redis; the outbox makes the tombstone reach
 //! Redis even when it was away, so a deleted session never comes back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
@@ -36,6 +38,8 @@ pub struct TieredSessionStore {
     cache: Cache,
     use_redis: bool,
     idle: Duration,
+    /// Sessions whose expiry is being slid right now, so a burst of views slides it once.
+    touching: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +71,7 @@ impl TieredSessionStore {
             use_redis: use_redis && cache.enabled(),
             cache,
             idle,
+            touching: Arc::default(),
         }
     }
 
@@ -144,10 +149,20 @@ impl TieredSessionStore {
 
     /// Slides the table's expiry in the background (a warm read found it a few minutes old).
     fn spawn_touch(&self, id: String) {
+        let first = match self.touching.lock() {
+            Ok(mut touching) => touching.insert(id.clone()),
+            Err(_) => false,
+        };
+        if !first {
+            return;
+        }
         let store = self.clone();
         tokio::spawn(async move {
             if let Err(error) = store.load_from_db(&id, true).await {
                 tracing::warn!(error = %error, "could not slide a session's expiry");
+            }
+            if let Ok(mut touching) = store.touching.lock() {
+                touching.remove(&id);
             }
         });
     }
@@ -221,17 +236,21 @@ impl SessionStore for TieredSessionStore {
         if self.use_redis {
             match self
                 .cache
-                .get_entry(Kind::Session, &keys::session(&id), Some(self.idle))
+                .get_entry(Kind::Session, &keys::session(&id))
                 .await
             {
                 Ok(Some(Entry::Data { payload, .. })) => {
-                    if let Ok(cached) = serde_json::from_slice::<Cached>(&payload) {
-                        if store::now() - cached.touched >= self.touch_every() {
-                            self.spawn_touch(id);
+                    match serde_json::from_slice::<Cached>(&payload) {
+                        // Idle past the timeout: the table decides (it has ended it).
+                        Ok(cached) if store::now() - cached.touched >= self.idle_secs() => {}
+                        Ok(cached) => {
+                            if store::now() - cached.touched >= self.touch_every() {
+                                self.spawn_touch(id);
+                            }
+                            return Ok(Some(cached.state));
                         }
-                        return Ok(Some(cached.state));
+                        Err(_) => self.cache.stats().fallback(Kind::Session),
                     }
-                    self.cache.stats().fallback(Kind::Session);
                 }
                 Ok(Some(Entry::Invalid { version })) if version >= keys::TOMBSTONE => {
                     return Ok(None);
@@ -325,7 +344,7 @@ impl SessionStore for TieredSessionStore {
         session_key: &SessionKey,
         _ttl: &CookieDuration,
     ) -> Result<(), anyhow::Error> {
-        // The idle timeout slides on load (GETEX, and the table every few minutes).
+        // The idle timeout slides on load, every few minutes (see spawn_touch).
         let _ = session_key;
         Ok(())
     }

@@ -36,7 +36,9 @@ pub async fn request_span(
         status = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let mut response = crate::cache::near::scope(next.call(req))
+        .instrument(span.clone())
+        .await?;
     let status = response.status().as_u16();
     span.record("status", status);
     span.in_scope(|| {

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod login;
 mod migrations;
+mod near_cache;
 mod platforms;
 mod redis_resilience;
 mod services;

@@ -1,44 +1,80 @@
 //! Sessions when Redis misbehaves: flushed, killed, black-holed, paused, restarted. Each test runs
 //! its own redis-server (or a listener that never answers); the shared one is never touched.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::both_databases;
 use crate::helpers::*;
 
-/// Warm: the session, the person's connections and the settings (or the "defaults" marker) are in
-/// Redis. Then a view is the session's GETEX and one MGET, and no SQL at all.
-async fn warm_caption_page_costs_two_redis_round_trips_and_no_sql(b: Backend) {
-    let app = spawn_app(b).await;
+/// Signs alice in, connects an account and views the caption page until it is warm (the session,
+/// the connection list and the settings marker in Redis and, with the near cache, in memory).
+async fn warm_caption_page(app: &TestApp) {
     let alice = app.create_user("alice", "user").await;
     app.login(&alice).await;
     let _instance = app.connect_platform("alice").await;
-    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
-    let (sql, checkouts, trips, commands) = (
+    for _ in 0..2 {
+        assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    }
+}
+
+/// Counts what five warm views cost: (SQL statements, pool check-outs, Redis round trips, Redis
+/// commands, values served from the near cache).
+async fn five_warm_views(app: &TestApp) -> (u64, u64, u64, u64, u64) {
+    let near_hits = || -> u64 {
+        let stats = app.state.cache.stats();
+        stats
+            .near_hits
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .sum()
+    };
+    let before = (
         app.statements(),
         app.checkouts(),
         app.redis_round_trips(),
         app.redis_commands(),
+        near_hits(),
     );
     for _ in 0..5 {
-        assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+        let page = app.get("/caption_generation").await;
+        assert_eq!(page.status().as_u16(), 200);
     }
-    assert_eq!(app.statements() - sql, 0, "no SQL on a warm view");
+    (
+        app.statements() - before.0,
+        app.checkouts() - before.1,
+        app.redis_round_trips() - before.2,
+        app.redis_commands() - before.3,
+        near_hits() - before.4,
+    )
+}
+
+/// With the near cache: the session, the connection list and the settings come from memory, after
+/// one PING (the freshness barrier); no SQL.
+async fn warm_caption_page_costs_one_redis_round_trip_and_no_sql(b: Backend) {
+    let app = spawn_app(b).await;
+    warm_caption_page(&app).await;
+    let (sql, checkouts, trips, commands, near_hits) = five_warm_views(&app).await;
+    assert_eq!(sql, 0, "no SQL on a warm view");
+    assert_eq!(checkouts, 0, "no database connection on a warm view");
+    assert_eq!(trips, 5, "one round trip (the barrier's PING) per view");
+    assert_eq!(commands, 5, "one PING per view");
     assert_eq!(
-        app.checkouts() - checkouts,
-        0,
-        "no database connection on a warm view"
+        near_hits, 15,
+        "session, connections and settings from memory"
     );
-    assert_eq!(
-        app.redis_round_trips() - trips,
-        10,
-        "two round trips per view"
-    );
-    assert_eq!(
-        app.redis_commands() - commands,
-        10,
-        "GETEX, then one MGET, per view"
-    );
+}
+
+/// Without it (FEDIALT_NEAR_CACHE=false): the session's GET, then one MGET; no SQL.
+async fn warm_caption_page_without_near_cache_costs_two_round_trips(b: Backend) {
+    let app = spawn_app_with(b, Options::default().with("FEDIALT_NEAR_CACHE", "false")).await;
+    warm_caption_page(&app).await;
+    let (sql, checkouts, trips, commands, near_hits) = five_warm_views(&app).await;
+    assert_eq!(sql, 0, "no SQL on a warm view");
+    assert_eq!(checkouts, 0, "no database connection on a warm view");
+    assert_eq!(trips, 10, "two round trips per view");
+    assert_eq!(commands, 10, "GET, then one MGET, per view");
+    assert_eq!(near_hits, 0);
 }
 
 async fn session_survives_flushall(b: Backend) {
@@ -216,7 +252,8 @@ async fn redis_turned_off(b: Backend) {
 }
 
 both_databases!(
-    warm_caption_page_costs_two_redis_round_trips_and_no_sql,
+    warm_caption_page_costs_one_redis_round_trip_and_no_sql,
+    warm_caption_page_without_near_cache_costs_two_round_trips,
     session_survives_flushall,
     session_survives_a_killed_redis_and_its_return,
     redis_killed_in_the_middle_of_a_burst,

@@ -12,18 +12,29 @@ use crate::helpers::{eventually, free_port};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// A server started with extra command-line settings (kept for restarts).
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
         let port = free_port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         server.launch().await;
         server
     }
 
     async fn launch(&mut self) {
         let child = Command::new("redis-server")
+            .args(&self.extra)
             .args([
                 "--port",
                 &self.port.to_string(),
