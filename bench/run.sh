@@ -6,6 +6,7 @@
 #
 #   bench/run.sh              # 10 s per run
 #   DURATION=5 bench/run.sh   # shorter
+#   NEAR_CACHE=false bench/run.sh   # every read goes to Redis (no copies in memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -29,14 +30,21 @@ python3 bench/fake_instance.py "$FAKE_PORT" bench-token & PIDS+=($!)
 mkdir -p bench/results
 OUT=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
 {
-  echo "| database | redis | connections | endpoint | requests/s | p50 ms | p99 ms | errors | page / this | peak RSS MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| database | redis | connections | endpoint | requests/s | p50 ms | p99 ms | errors | Redis round trips / request | page / this | peak RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 
-# run_wrk URL CONNECTIONS [COOKIE] -> "rps p50us p99us errors"
+METRICS_TOKEN=bench-metrics-$(head -c 12 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
+# The app's Redis round-trip counter (0 when the app cannot answer).
+round_trips() {
+  curl -s -H "Authorization: Bearer $METRICS_TOKEN" "${1%/*}/metrics" | awk '/^fedialt_redis_round_trips_total/{print $2}' | grep . || echo 0
+}
+
+# run_wrk URL CONNECTIONS [COOKIE] -> "rps p50us p99us errors round-trips-per-request"
 run_wrk() {
   local url=$1 conns=$2 cookie=${3:-}
-  local out
+  local out trips_before trips_after
+  trips_before=$(round_trips "$url")
   if [ -n "$cookie" ]; then
     out=$(wrk -t2 -c"$conns" -d"${DURATION}s" -s bench/status.lua -H "Cookie: fedialt_session=$cookie" "$url")
   else
@@ -46,20 +54,23 @@ run_wrk() {
   rps=$(awk '/^RPS/{print $2}' <<<"$out"); p50=$(awk '/^P50US/{print $2}' <<<"$out")
   p99=$(awk '/^P99US/{print $2}' <<<"$out"); non200=$(awk '/^NON200/{print $2}' <<<"$out")
   sockerr=$(awk '/^SOCKERR/{print $2}' <<<"$out")
-  echo "$rps $p50 $p99 $((non200 + sockerr))"
+  trips_after=$(round_trips "$url")
+  local per_request
+  per_request=$(awk -v a="$trips_after" -v b="$trips_before" -v n="$(awk '/^REQUESTS/{print $2}' <<<"$out")" 'BEGIN{printf "%.3f", (n > 0 ? (a - b) / n : 0)}')
+  echo "$rps $p50 $p99 $((non200 + sockerr)) $per_request"
 }
 
-# Mean over the alternating rounds: "rps p50ms p99ms errors".
+# Mean over the alternating rounds: "rps p50ms p99ms errors round-trips-per-request".
 mean() {
-  printf '%s\n' "$@" | awk '{r+=$1;a+=$2;b+=$3;e+=$4} END{printf "%.0f %.2f %.2f %d\n", r/NR, a/NR/1000, b/NR/1000, e}'
+  printf '%s\n' "$@" | awk '{r+=$1;a+=$2;b+=$3;e+=$4;t+=$5} END{printf "%.0f %.2f %.2f %d %.3f\n", r/NR, a/NR/1000, b/NR/1000, e, t/NR}'
 }
 
 # row DB REDIS CONNS ENDPOINT "rps p50 p99 err" "page's rps …" RSS
 row() {
-  local rps p50 p99 err page_rps ratio
-  read -r rps p50 p99 err <<<"$5"; read -r page_rps _ <<<"$6"
+  local rps p50 p99 err trips page_rps ratio
+  read -r rps p50 p99 err trips <<<"$5"; read -r page_rps _ <<<"$6"
   ratio=$(awk -v p="$page_rps" -v h="$rps" 'BEGIN{printf "%.0f%%", 100*p/h}')
-  echo "| $1 | $2 | $3 | $4 | $rps | $p50 | $p99 | $err | $ratio | $7 |" >> "$OUT"
+  echo "| $1 | $2 | $3 | $4 | $rps | $p50 | $p99 | $err | $trips | $ratio | $7 |" >> "$OUT"
 }
 
 bench_database() {
@@ -70,7 +81,8 @@ bench_database() {
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & redis_pid=$!
   PIDS+=($redis_pid)
   local env=(FEDIALT_DATA_DIR="$dir" FEDIALT_BIND="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$redis_port/0"
-             FEDIALT_ALLOW_PRIVATE_NETWORK=true RUST_LOG=warn FEDIALT_REDIS_PREFIX="bench:")
+             FEDIALT_ALLOW_PRIVATE_NETWORK=true RUST_LOG=warn FEDIALT_REDIS_PREFIX="bench:"
+             FEDIALT_METRICS_TOKEN="$METRICS_TOKEN" FEDIALT_NEAR_CACHE="${NEAR_CACHE:-true}")
   if [ "$db" = postgres ]; then
     psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS fedialt_bench WITH (FORCE)" -qc "CREATE DATABASE fedialt_bench" >/dev/null
     env+=(DATABASE_URL="${PG_ADMIN%/*}/fedialt_bench" FEDIALT_SECRET_KEY="$(head -c 64 /dev/urandom | base64 -w0)")
@@ -117,6 +129,6 @@ bench_database postgres
 {
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)."
-  echo "Command: DURATION=$DURATION ROUNDS=$ROUNDS bench/run.sh (wrk -t2, each endpoint run $ROUNDS times, alternating; means shown)."
+  echo "Command: DURATION=$DURATION ROUNDS=$ROUNDS NEAR_CACHE=${NEAR_CACHE:-true} bench/run.sh (wrk -t2, each endpoint run $ROUNDS times, alternating; means shown)."
 } >> "$OUT"
 cat "$OUT"

@@ -23,5 +23,6 @@ function done(summary, latency, requests)
   io.write(string.format("NON200 %d\n", total))
   io.write(string.format("P50US %d\nP99US %d\n", latency:percentile(50), latency:percentile(99)))
   io.write(string.format("RPS %.1f\n", summary.requests / (summary.duration / 1e6)))
+  io.write(string.format("REQUESTS %d\n", summary.requests))
   io.write(string.format("SOCKERR %d\n", summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end

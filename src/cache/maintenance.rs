@@ -50,12 +50,10 @@ impl Cache {
                 .get_multiplexed_async_connection()
                 .await
                 .map_err(|e| e.to_string())?;
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
+            let run_id = super::manager::server_run_id(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<String, String>(super::manager::parse_run_id(&info).unwrap_or_default())
+            Ok::<String, String>(run_id.unwrap_or_default())
         };
         let run_id = tokio::time::timeout(inner.timeout * 4, probe)
             .await

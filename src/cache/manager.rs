@@ -28,6 +28,12 @@ pub fn parse_run_id(info: &str) -> Option<String> {
         .map(|id| id.trim().to_owned())
 }
 
+/// The run_id of the Redis server on the other end of `conn` (INFO server).
+pub async fn server_run_id(conn: &mut MultiplexedConnection) -> Result<Option<String>, RedisError> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    Ok(parse_run_id(&info))
+}
+
 impl bb8::ManageConnection for RedisManager {
     type Connection = MultiplexedConnection;
     type Error = RedisError;
@@ -39,11 +45,7 @@ impl bb8::ManageConnection for RedisManager {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         if let Some(expected) = expected {
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await?;
-            if parse_run_id(&info).as_deref() != Some(expected.as_str()) {
+            if server_run_id(&mut conn).await?.as_deref() != Some(expected.as_str()) {
                 return Err(RedisError::from((
                     ErrorKind::ClientError,
                     "Redis is not the server the cache generation belongs to",

@@ -42,6 +42,8 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
     #[error("a cached value could not be decoded")]
     Decode,
+    #[error("the connection that tracks changes in Redis was lost")]
+    TrackingLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -257,12 +257,10 @@ impl Cache {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())?;
-        let server: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
+        let server = super::manager::server_run_id(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        if super::manager::parse_run_id(&server).as_deref() != Some(run_id) {
+        if server.as_deref() != Some(run_id) {
             return Err("Redis changed while the tracking connection opened".to_owned());
         }
         let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
@@ -305,7 +303,7 @@ impl Cache {
             if !near.is_live() {
                 // The connection closed under us (its push handler turned the near cache off):
                 // trip, so that the breaker's recovery opens a new one.
-                self.trip(&CacheError::Unavailable);
+                self.trip(&CacheError::TrackingLost);
                 return;
             }
             let sent_at = Instant::now();

@@ -51,8 +51,14 @@ struct Cached {
 /// The table id (and Redis key part) of a session key: its SHA-256, so the key itself, the cookie's
 /// secret, is stored nowhere.
 pub fn session_id(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(64);
+    for b in digest {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 fn user_of(state: &State) -> Option<i64> {
@@ -353,5 +359,16 @@ impl SessionStore for TieredSessionStore {
         let id = session_id(session_key.as_ref());
         end_sessions(&self.db, &self.cache, &[id]).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_id_is_the_lowercase_hex_sha256_of_the_key() {
+        assert_eq!(
+            super::session_id("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }
