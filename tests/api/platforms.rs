@@ -29,6 +29,12 @@ impl TestApp {
             .await
     }
 
+    /// Connects by token and expects the 303 of a connection made.
+    pub async fn add_platform_ok(&self, instance_url: &str, token: &str) {
+        let r = self.add_platform(instance_url, token).await;
+        assert_eq!(r.status().as_u16(), 303, "connected {instance_url}");
+    }
+
     pub async fn platform_rows(&self, user_id: i64) -> Vec<PlatformRow> {
         let mut conn = self.state.db.conn().await.unwrap();
         fedialt::store::platforms::for_user(&mut conn, user_id)
@@ -110,13 +116,7 @@ async fn token_path_on_pixelfed_and_type_override(b: Backend) {
     let mastodon = FakeInstance::start(Flavor::Mastodon).await;
     mastodon.add_account("mas-token", "bob");
     let (app, user) = signed_in(b, Options::default()).await;
-    assert_eq!(
-        app.add_platform(&pixelfed.url, "pix-token")
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    app.add_platform_ok(&pixelfed.url, "pix-token").await;
     let r = app
         .add_platform_with(
             &app.client,
@@ -240,26 +240,14 @@ async fn the_private_address_guard(b: Backend) {
     assert!(app.platform_rows(user.id).await.is_empty());
     // The exempt address itself works when it does not redirect.
     public.set(|s| s.redirect_instance_to = None);
-    assert_eq!(
-        app.add_platform(&public.url, "good-token")
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    app.add_platform_ok(&public.url, "good-token").await;
 }
 
 async fn the_same_account_again_updates_instead_of_duplicating(b: Backend) {
     let fake = FakeInstance::start(Flavor::Mastodon).await;
     fake.add_account("first-token", "alice");
     let (app, user) = signed_in(b, Options::default()).await;
-    assert_eq!(
-        app.add_platform(&fake.url, "first-token")
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    app.add_platform_ok(&fake.url, "first-token").await;
     let id = app.platform_rows(user.id).await[0].id;
     {
         let mut conn = app.state.db.conn().await.unwrap();
@@ -272,13 +260,7 @@ async fn the_same_account_again_updates_instead_of_duplicating(b: Backend) {
     fake.set(|s| {
         s.accounts.insert("second-token".into(), account);
     });
-    assert_eq!(
-        app.add_platform(&fake.url, "second-token")
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    app.add_platform_ok(&fake.url, "second-token").await;
     let page = app.get("/platforms").await.text().await.unwrap();
     assert!(page.contains("was already connected; its token is updated"));
     assert!(!page.contains("Needs a new token"));
@@ -638,13 +620,7 @@ async fn a_minimal_instance_still_connects(b: Backend) {
         s.description_limit = None;
     });
     let (app, user) = signed_in(b, Options::default()).await;
-    assert_eq!(
-        app.add_platform(&fake.url, "min-token")
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    app.add_platform_ok(&fake.url, "min-token").await;
     let rows = app.platform_rows(user.id).await;
     assert_eq!(
         (rows[0].platform_type.as_str(), rows[0].description_limit),

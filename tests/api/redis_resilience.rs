@@ -18,63 +18,73 @@ async fn warm_caption_page(app: &TestApp) {
     }
 }
 
-/// Counts what five warm views cost: (SQL statements, pool check-outs, Redis round trips, Redis
-/// commands, values served from the near cache).
-async fn five_warm_views(app: &TestApp) -> (u64, u64, u64, u64, u64) {
-    let near_hits = || -> u64 {
-        let stats = app.state.cache.stats();
-        stats
+/// What five warm views cost.
+#[derive(Debug, PartialEq)]
+struct WarmCost {
+    sql: u64,
+    checkouts: u64,
+    round_trips: u64,
+    commands: u64,
+    near_hits: u64,
+}
+
+async fn five_warm_views(app: &TestApp) -> WarmCost {
+    let count = || WarmCost {
+        sql: app.statements(),
+        checkouts: app.checkouts(),
+        round_trips: app.redis_round_trips(),
+        commands: app.redis_commands(),
+        near_hits: app
+            .state
+            .cache
+            .stats()
             .near_hits
             .iter()
             .map(|n| n.load(Ordering::SeqCst))
-            .sum()
+            .sum(),
     };
-    let before = (
-        app.statements(),
-        app.checkouts(),
-        app.redis_round_trips(),
-        app.redis_commands(),
-        near_hits(),
-    );
+    let before = count();
     for _ in 0..5 {
         let page = app.get("/caption_generation").await;
         assert_eq!(page.status().as_u16(), 200);
     }
-    (
-        app.statements() - before.0,
-        app.checkouts() - before.1,
-        app.redis_round_trips() - before.2,
-        app.redis_commands() - before.3,
-        near_hits() - before.4,
-    )
+    let after = count();
+    WarmCost {
+        sql: after.sql - before.sql,
+        checkouts: after.checkouts - before.checkouts,
+        round_trips: after.round_trips - before.round_trips,
+        commands: after.commands - before.commands,
+        near_hits: after.near_hits - before.near_hits,
+    }
 }
 
-/// With the near cache: the session, the connection list and the settings come from memory, after
-/// one PING (the freshness barrier); no SQL.
+/// With the near cache: no SQL and no database connection; the session, the connection list and
+/// the settings come from memory (3 values a view), after one PING per view (the freshness barrier).
 async fn warm_caption_page_costs_one_redis_round_trip_and_no_sql(b: Backend) {
     let app = spawn_app(b).await;
     warm_caption_page(&app).await;
-    let (sql, checkouts, trips, commands, near_hits) = five_warm_views(&app).await;
-    assert_eq!(sql, 0, "no SQL on a warm view");
-    assert_eq!(checkouts, 0, "no database connection on a warm view");
-    assert_eq!(trips, 5, "one round trip (the barrier's PING) per view");
-    assert_eq!(commands, 5, "one PING per view");
-    assert_eq!(
-        near_hits, 15,
-        "session, connections and settings from memory"
-    );
+    let expected = WarmCost {
+        sql: 0,
+        checkouts: 0,
+        round_trips: 5,
+        commands: 5,
+        near_hits: 15,
+    };
+    assert_eq!(five_warm_views(&app).await, expected);
 }
 
-/// Without it (FEDIALT_NEAR_CACHE=false): the session's GET, then one MGET; no SQL.
+/// Without it (FEDIALT_NEAR_CACHE=false): no SQL; the session's GET, then one MGET, per view.
 async fn warm_caption_page_without_near_cache_costs_two_round_trips(b: Backend) {
     let app = spawn_app_with(b, Options::default().with("FEDIALT_NEAR_CACHE", "false")).await;
     warm_caption_page(&app).await;
-    let (sql, checkouts, trips, commands, near_hits) = five_warm_views(&app).await;
-    assert_eq!(sql, 0, "no SQL on a warm view");
-    assert_eq!(checkouts, 0, "no database connection on a warm view");
-    assert_eq!(trips, 10, "two round trips per view");
-    assert_eq!(commands, 10, "GET, then one MGET, per view");
-    assert_eq!(near_hits, 0);
+    let expected = WarmCost {
+        sql: 0,
+        checkouts: 0,
+        round_trips: 10,
+        commands: 10,
+        near_hits: 0,
+    };
+    assert_eq!(five_warm_views(&app).await, expected);
 }
 
 async fn session_survives_flushall(b: Backend) {

@@ -1,5 +1,6 @@
-//! GET /caption_generation. Warm, it costs no SQL and two Redis round trips: the session, then one
-//! pipelined read of the person's connections and the chosen one's settings.
+//! GET /caption_generation. Warm, it costs no SQL: the session, the person's connections and the
+//! chosen one's settings come from the near cache after one shared PING (or, with the near cache
+//! off, the session's GET and one MGET of the rest).
 
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
