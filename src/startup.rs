@@ -9,7 +9,6 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use actix_web_flash_messages::storage::CookieMessageStore;
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context;
 
@@ -114,9 +113,7 @@ impl Application {
         let workers = state.config.http_workers;
 
         let server = HttpServer::new(move || {
-            let flash_store = CookieMessageStore::builder(flash_key.clone())
-                .cookie_name("fedialt_flash".to_owned())
-                .build();
+            let flash_store = crate::web::flash::QuietCookieStore::new(flash_key.clone());
             let flashes = FlashMessagesFramework::builder(flash_store).build();
             let sessions = SessionMiddleware::builder(session_store.clone(), cookie_key.clone())
                 .cookie_name(SESSION_COOKIE.to_owned())

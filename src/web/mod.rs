@@ -2,6 +2,7 @@
 //! per-request span.
 
 pub mod assets;
+pub mod flash;
 pub mod middleware;
 pub mod page;
 pub mod templates;
