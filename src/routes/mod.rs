@@ -12,10 +12,23 @@ pub mod home;
 pub mod metrics;
 pub mod platforms;
 
+/// Fixed paths first, then the ones with a parameter: the router tries routes in order, and a
+/// parameterised one costs a pattern match, so the pages people load most never pay for those.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home::index))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/caption_generation", web::get().to(caption::page::show))
+        .route("/caption_settings", web::get().to(caption::settings::form))
+        .route("/caption_settings", web::post().to(caption::settings::save))
+        .route(
+            "/save_caption_settings",
+            web::post().to(caption::settings::save),
+        )
+        .route(
+            "/api/update_user_settings",
+            web::post().to(caption::api::update),
+        )
         .route("/login", web::get().to(auth::login::form))
         .route("/login", web::post().to(auth::login::submit))
         .route("/logout", web::post().to(auth::logout::submit))
@@ -23,10 +36,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/account/password",
             web::post().to(account::password::change),
-        )
-        .route(
-            "/account/sessions/{id}/end",
-            web::post().to(account::sessions::end),
         )
         .route("/platforms", web::get().to(platforms::list::show))
         .route("/platforms", web::post().to(platforms::add::submit))
@@ -37,6 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/platforms/oauth/callback",
             web::get().to(platforms::oauth::callback),
+        )
+        .route("/admin", web::get().to(admin::index))
+        .route("/metrics", web::get().to(metrics::show))
+        .route(
+            "/account/sessions/{id}/end",
+            web::post().to(account::sessions::end),
         )
         .route(
             "/platforms/{id}/switch",
@@ -50,26 +65,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/platforms/{id}/rename",
             web::post().to(platforms::actions::rename),
         )
-        .route(
-            "/platforms/{id}/delete",
-            web::get().to(platforms::delete::confirm),
-        )
-        .route(
-            "/platforms/{id}/delete",
-            web::post().to(platforms::delete::delete),
-        )
-        .route("/admin", web::get().to(admin::index))
-        .route("/metrics", web::get().to(metrics::show))
-        .route("/caption_generation", web::get().to(caption::page::show))
-        .route("/caption_settings", web::get().to(caption::settings::form))
-        .route("/caption_settings", web::post().to(caption::settings::save))
-        .route(
-            "/save_caption_settings",
-            web::post().to(caption::settings::save),
-        )
-        .route(
-            "/api/update_user_settings",
-            web::post().to(caption::api::update),
+        .service(
+            web::resource("/platforms/{id}/delete")
+                .route(web::get().to(platforms::delete::confirm))
+                .route(web::post().to(platforms::delete::delete)),
         )
         .route(
             "/static/{path:.*}",
