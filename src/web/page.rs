@@ -1,5 +1,9 @@
 //! The context every page template gets: title, the signed-in person (or none), their CSRF token,
 //! and the flash messages to show once.
+//!
+//! A page's context is kept as JSON text while it is built. That text is the whole input of the
+//! render, so a page whose text was rendered before (same template, same text) is served from the
+//! render memo in `templates` without running Tera again.
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
@@ -15,8 +19,17 @@ struct Flash {
     text: String,
 }
 
+#[derive(Serialize)]
+struct PageUser<'a> {
+    username: &'a str,
+    is_admin: bool,
+}
+
 pub struct Page {
-    context: tera::Context,
+    /// The context as a JSON object's text, without its closing brace.
+    json: Vec<u8>,
+    /// A value that could not be turned into JSON; the render reports it.
+    failed: Option<String>,
 }
 
 impl Page {
@@ -25,17 +38,22 @@ impl Page {
         user: Option<&SessionUser>,
         flashes: Option<&IncomingFlashMessages>,
     ) -> Page {
-        let mut context = tera::Context::new();
-        context.insert("title", title);
+        let mut page = Page {
+            json: Vec::with_capacity(1024),
+            failed: None,
+        };
+        page.json.push(b'{');
+        page = page.with("title", &title);
         if let Some(user) = user {
-            context.insert(
-                "user",
-                &serde_json::json!({
-                    "username": user.username,
-                    "is_admin": user.is_admin(),
-                }),
-            );
-            context.insert("csrf_token", &user.csrf);
+            page = page
+                .with(
+                    "user",
+                    &PageUser {
+                        username: &user.username,
+                        is_admin: user.is_admin(),
+                    },
+                )
+                .with("csrf_token", &user.csrf);
         }
         let flashes: Vec<Flash> = flashes
             .map(|f| {
@@ -52,12 +70,23 @@ impl Page {
                     .collect()
             })
             .unwrap_or_default();
-        context.insert("flashes", &flashes);
-        Page { context }
+        page.with("flashes", &flashes)
     }
 
+    /// Adds (or, for a key given again, replaces) one value of the context.
     pub fn with(mut self, key: &str, value: &impl Serialize) -> Page {
-        self.context.insert(key, value);
+        if self.json.len() > 1 {
+            self.json.push(b',');
+        }
+        let written = serde_json::to_writer(&mut self.json, key)
+            .and_then(|()| {
+                self.json.push(b':');
+                serde_json::to_writer(&mut self.json, value)
+            })
+            .map_err(|e| format!("the context value {key:?}: {e}"));
+        if let Err(e) = written {
+            self.failed.get_or_insert(e);
+        }
         self
     }
 
@@ -79,7 +108,15 @@ impl Page {
         status: StatusCode,
         template: &str,
     ) -> Result<HttpResponse, AppError> {
-        let body = crate::web::templates::render(template, &self.context)
+        let rendered = match self.failed {
+            Some(e) => Err(e),
+            None => {
+                let mut json = self.json;
+                json.push(b'}');
+                crate::web::templates::render_memoized(template, json)
+            }
+        };
+        let body = rendered
             .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))?;
         Ok(HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")

@@ -1,6 +1,10 @@
 //! Tera templates, embedded in the binary so it runs from any directory.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use actix_web::web::Bytes;
 
 use include_dir::{include_dir, Dir};
 use tera::Tera;
@@ -48,10 +52,86 @@ pub fn render(name: &str, context: &tera::Context) -> Result<String, String> {
     })
 }
 
+/// Pages bigger than this are rendered every time.
+const MEMO_MAX_PAGE: usize = 64 * 1024;
+/// Keys and pages kept per thread; past it the memo starts empty.
+const MEMO_BUDGET: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+struct Memo {
+    pages: HashMap<Vec<u8>, Bytes>,
+    bytes: usize,
+}
+
+thread_local! {
+    /// Rendered pages by their whole input: the context's JSON text, a NUL (which JSON text
+    /// never holds raw), and the template's name. A render is a pure function of these, so an
+    /// entry is never stale; each HTTP worker thread keeps its own, so no locks.
+    static MEMO: RefCell<Memo> = RefCell::default();
+}
+
+/// Renders `name` with the context given as a JSON object's text, reusing the page rendered for
+/// the same template and text before.
+pub fn render_memoized(name: &str, mut context_json: Vec<u8>) -> Result<Bytes, String> {
+    let json_len = context_json.len();
+    context_json.push(0);
+    context_json.extend_from_slice(name.as_bytes());
+    let key = context_json;
+    if let Some(page) = MEMO.with_borrow(|memo| memo.pages.get(&key).cloned()) {
+        return Ok(page);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&key[..json_len])
+        .map_err(|e| format!("the page context is not JSON: {e}"))?;
+    let context = tera::Context::from_value(value).map_err(|e| e.to_string())?;
+    let page = Bytes::from(render(name, &context)?);
+    if page.len() <= MEMO_MAX_PAGE {
+        MEMO.with_borrow_mut(|memo| {
+            let size = key.len() + page.len();
+            if memo.bytes + size > MEMO_BUDGET {
+                memo.pages.clear();
+                memo.bytes = 0;
+            }
+            memo.bytes += size;
+            memo.pages.insert(key, page.clone());
+        });
+    }
+    Ok(page)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_template_parses() {
         super::build().unwrap();
+    }
+
+    fn context(title: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "title": title, "heading": title, "message": "m", "status": 404, "flashes": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_memo_serves_the_same_page_for_the_same_input_only() {
+        let first = super::render_memoized("errors/error.html", context("First")).unwrap();
+        let again = super::render_memoized("errors/error.html", context("First")).unwrap();
+        let other = super::render_memoized("errors/error.html", context("Other")).unwrap();
+        // The second render of the same input is the memo's own copy, not a new string.
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert!(String::from_utf8_lossy(&first).contains("First"));
+        assert!(String::from_utf8_lossy(&other).contains("Other"));
+        assert!(!String::from_utf8_lossy(&other).contains("First"));
+    }
+
+    #[test]
+    fn the_memo_stays_within_its_budget() {
+        for i in 0..(2 * super::MEMO_BUDGET / 1024) {
+            super::render_memoized("errors/error.html", context(&format!("page {i}"))).unwrap();
+        }
+        super::MEMO.with_borrow(|memo| {
+            assert!(memo.bytes <= super::MEMO_BUDGET);
+            assert!(!memo.pages.is_empty());
+        });
     }
 }

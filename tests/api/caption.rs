@@ -103,6 +103,79 @@ async fn page_shows_the_account_and_settings_in_plain_words(b: Backend) {
     assert!(body.contains("href=\"/caption_settings\""));
 }
 
+/// Pages are rendered once per distinct input and then served from the render memo: two people
+/// viewing the same page in turn must each get their own account, name and CSRF token.
+async fn two_people_viewing_in_turn_each_get_their_own_page(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    let bob = app.create_user("bob", "user").await;
+    app.login(&alice).await;
+    let (alice_fake, _) = app.connect_platform("alice").await;
+    let bob_client = new_client();
+    app.login_with(&bob_client, &bob.username, &bob.password)
+        .await;
+    let (bob_fake, _) = app.connect_platform_with(&bob_client, "bob").await;
+    let alice_csrf = app.csrf().await;
+    let bob_csrf = app.csrf_with(&bob_client).await;
+    assert_ne!(alice_csrf, bob_csrf);
+    for _ in 0..3 {
+        let a = app.get("/caption_generation").await.text().await.unwrap();
+        let b = app
+            .get_with(&bob_client, "/caption_generation")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(a.contains(&format!("@alice@{}", alice_fake.host)) && a.contains(&alice_csrf));
+        assert!(!a.contains("@bob@") && !a.contains(&bob_csrf));
+        assert!(b.contains(&format!("@bob@{}", bob_fake.host)) && b.contains(&bob_csrf));
+        assert!(!b.contains("@alice@") && !b.contains(&alice_csrf));
+    }
+}
+
+/// The flash cookie is set when there is a message and cleared once it was shown; other pages
+/// carry no flash cookie at all.
+async fn the_flash_cookie_comes_only_with_a_message(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    app.connect_platform("alice").await;
+    let flash_cookie = |r: &reqwest::Response| -> Option<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("fedialt_flash="))
+            .map(str::to_owned)
+    };
+    // Connecting left a message; the first page shows it and clears the cookie.
+    let first = app.get("/caption_generation").await;
+    assert!(flash_cookie(&first).is_some_and(|c| c.contains("Max-Age=0")));
+    let quiet = app.get("/caption_generation").await;
+    assert_eq!(flash_cookie(&quiet), None, "no message, no cookie");
+    assert_eq!(flash_cookie(&app.get("/healthz").await), None);
+    let saved = app
+        .save_settings_with(&app.client, "/caption_settings", &VALID)
+        .await;
+    let set = flash_cookie(&saved).expect("the save sets the flash cookie");
+    assert!(!set.starts_with("fedialt_flash=;"), "it holds the message");
+    let shown = app.get("/caption_generation").await;
+    let cleared = flash_cookie(&shown).expect("showing the message clears the cookie");
+    assert!(cleared.contains("Max-Age=0"));
+    assert!(shown
+        .text()
+        .await
+        .unwrap()
+        .contains("Caption settings saved for"));
+    let after = app.get("/caption_generation").await;
+    assert_eq!(flash_cookie(&after), None);
+    assert!(!after
+        .text()
+        .await
+        .unwrap()
+        .contains("Caption settings saved for"));
+}
+
 async fn saving_settings(b: Backend) {
     let app = spawn_app(b).await;
     let alice = app.create_user("alice", "user").await;
@@ -806,6 +879,8 @@ async fn a_redis_restored_from_an_old_snapshot_serves_nothing_old(b: Backend) {
 both_databases!(
     no_account_yet_sends_people_to_platforms,
     page_shows_the_account_and_settings_in_plain_words,
+    two_people_viewing_in_turn_each_get_their_own_page,
+    the_flash_cookie_comes_only_with_a_message,
     saving_settings,
     every_bad_input_is_refused_with_its_rule_and_nothing_saved,
     the_json_api,
