@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Client;
 
 pub mod counters;
+pub mod decoded;
 pub mod entry;
 pub mod keys;
 pub mod maintenance;
@@ -204,12 +205,17 @@ impl Cache {
     /// The Redis key of a cached copy.
     pub fn key(&self, logical: &str) -> String {
         match &self.inner {
-            Some(inner) => format!(
-                "{}g{}:{}",
-                inner.prefix,
-                inner.generation.load(Ordering::Acquire),
-                logical
-            ),
+            Some(inner) => {
+                // Built by hand: this runs for every value every view, and `format!` is slow.
+                let generation = inner.generation.load(Ordering::Acquire);
+                let mut key = String::with_capacity(inner.prefix.len() + logical.len() + 22);
+                key.push_str(&inner.prefix);
+                key.push('g');
+                push_decimal(&mut key, generation);
+                key.push(':');
+                key.push_str(logical);
+                key
+            }
             None => logical.to_owned(),
         }
     }
@@ -485,8 +491,38 @@ fn is_connectivity(error: &CacheError) -> bool {
     }
 }
 
+/// Appends `n` in decimal, as `format!` would.
+fn push_decimal(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for d in &digits[at..] {
+        out.push(char::from(*d));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decimals_are_written_like_format() {
+        for n in [0, 7, 10, 99, 1234567890, -1, -45, i64::MAX, i64::MIN] {
+            let mut out = String::from("x");
+            super::push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
+
     #[test]
     fn run_id_from_info() {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";

@@ -63,7 +63,7 @@ impl PlatformRecord {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct CachedList {
     platforms: Vec<PlatformRecord>,
 }
@@ -85,9 +85,10 @@ impl PlatformManager {
 
     pub fn decode_list(entry: Option<Entry>) -> Option<Vec<PlatformRecord>> {
         match entry {
-            Some(Entry::Data { payload, .. }) => serde_json::from_slice::<CachedList>(&payload)
-                .ok()
-                .map(|c| c.platforms),
+            Some(Entry::Data { payload, .. }) => super::decoded::decode_memoized(&payload, |p| {
+                serde_json::from_slice::<CachedList>(p).ok()
+            })
+            .map(|c| c.platforms),
             _ => None,
         }
     }

@@ -15,7 +15,7 @@ pub fn settings_key(platform_id: i64) -> String {
 }
 
 /// What Redis holds for a connection's settings.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Cached {
     saved: Option<CaptionSettings>,
 }
@@ -76,9 +76,10 @@ impl SettingsManager {
 
     fn decode(entry: Option<Entry>) -> Option<Option<CaptionSettings>> {
         match entry {
-            Some(Entry::Data { payload, .. }) => serde_json::from_slice::<Cached>(&payload)
-                .ok()
-                .map(|c| c.saved),
+            Some(Entry::Data { payload, .. }) => super::decoded::decode_memoized(&payload, |p| {
+                serde_json::from_slice::<Cached>(p).ok()
+            })
+            .map(|c| c.saved),
             _ => None,
         }
     }

@@ -42,7 +42,7 @@ pub struct TieredSessionStore {
     touching: Arc<Mutex<HashSet<String>>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Cached {
     state: State,
     touched: i64,
@@ -246,16 +246,19 @@ impl SessionStore for TieredSessionStore {
                 .await
             {
                 Ok(Some(Entry::Data { payload, .. })) => {
-                    match serde_json::from_slice::<Cached>(&payload) {
+                    let decoded = crate::cache::decoded::decode_memoized(&payload, |p| {
+                        serde_json::from_slice::<Cached>(p).ok()
+                    });
+                    match decoded {
                         // Idle past the timeout: the table decides (it has ended it).
-                        Ok(cached) if store::now() - cached.touched >= self.idle_secs() => {}
-                        Ok(cached) => {
+                        Some(cached) if store::now() - cached.touched >= self.idle_secs() => {}
+                        Some(cached) => {
                             if store::now() - cached.touched >= self.touch_every() {
                                 self.spawn_touch(id);
                             }
                             return Ok(Some(cached.state));
                         }
-                        Err(_) => self.cache.stats().fallback(Kind::Session),
+                        None => self.cache.stats().fallback(Kind::Session),
                     }
                 }
                 Ok(Some(Entry::Invalid { version })) if version >= keys::TOMBSTONE => {
