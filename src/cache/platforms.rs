@@ -55,11 +55,14 @@ impl PlatformRecord {
             .split("://")
             .nth(1)
             .unwrap_or(&self.instance_url);
-        if self.account_username.contains('@') {
-            format!("@{}", self.account_username)
-        } else {
-            format!("@{}@{}", self.account_username, host)
+        let mut handle = String::with_capacity(2 + self.account_username.len() + host.len());
+        handle.push('@');
+        handle.push_str(&self.account_username);
+        if !self.account_username.contains('@') {
+            handle.push('@');
+            handle.push_str(host);
         }
+        handle
     }
 }
 
@@ -213,5 +216,44 @@ impl PlatformManager {
         }
         store::outbox::remove(&mut conn, &delivered).await?;
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(instance_url: &str, account_username: &str) -> PlatformRecord {
+        PlatformRecord {
+            id: 1,
+            user_id: 1,
+            name: "n".into(),
+            instance_url: instance_url.into(),
+            platform_type: PlatformType::Mastodon,
+            account_id: "1".into(),
+            account_username: account_username.into(),
+            display_name: "d".into(),
+            description_limit: 1500,
+            is_default: true,
+            needs_reauth: false,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_handle_names_the_account_and_its_instance() {
+        assert_eq!(
+            record("https://mastodon.social", "alice").handle(),
+            "@alice@mastodon.social"
+        );
+        assert_eq!(
+            record("http://127.0.0.1:8080", "bob").handle(),
+            "@bob@127.0.0.1:8080"
+        );
+        // An account name that already carries its host is kept as it is.
+        assert_eq!(
+            record("https://example.org", "carol@elsewhere.social").handle(),
+            "@carol@elsewhere.social"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! render, so a page whose text was rendered before (same template, same text) is served from the
 //! render memo in `templates` without running Tera again.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use actix_web_flash_messages::{IncomingFlashMessages, Level};
@@ -119,8 +120,11 @@ impl Page {
         let body = rendered
             .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))?;
         Ok(HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-store"))
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ))
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .body(body))
     }
 }
