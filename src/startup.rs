@@ -113,6 +113,8 @@ impl Application {
         let workers = state.config.http_workers;
 
         let server = HttpServer::new(move || {
+            // Runs on each HTTP worker's thread: the first one becomes the tracking connection's home.
+            app_state.cache.track_on_this_worker();
             let flash_store = crate::web::flash::QuietCookieStore::new(flash_key.clone());
             let flashes = FlashMessagesFramework::builder(flash_store).build();
             let sessions = SessionMiddleware::builder(session_store.clone(), cookie_key.clone())

@@ -96,6 +96,8 @@ struct Inner {
     set_if_newer: redis::Script,
     near: Arc<near::Near>,
     near_enabled: bool,
+    /// The HTTP worker runtime the tracking connection lives on (see `near::Cache::track_on`).
+    tracker_home: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 #[derive(Clone)]
@@ -147,6 +149,7 @@ impl Cache {
             set_if_newer: redis::Script::new(entry::SET_IF_NEWER),
             near: Arc::new(near::Near::new(keys::NEAR_MAX_ENTRIES)),
             near_enabled: config.near_cache,
+            tracker_home: std::sync::OnceLock::new(),
         });
         let cache = Cache {
             inner: Some(inner),

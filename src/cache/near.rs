@@ -26,6 +26,12 @@ use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, 
 
 use super::{Cache, CacheError};
 
+/// The Redis run_id the current generation belongs to, if the breaker's recovery has set one.
+fn inner_run_id(cache: &Cache) -> Option<String> {
+    let inner = cache.inner.as_ref()?;
+    inner.run_id.read().ok()?.clone()
+}
+
 tokio::task_local! {
     /// When the request being served arrived (set by the request middleware).
     static ARRIVED: Instant;
@@ -225,19 +231,70 @@ impl AsyncPushSender for PushHandler {
 }
 
 impl Cache {
+    /// Makes the runtime of the calling HTTP worker the tracking connection's home (the first
+    /// worker to call wins), and moves a connection already open elsewhere there. The barrier's
+    /// PINGs and their answers are then handled on a thread that serves requests, so the requests
+    /// waiting on that worker are woken without crossing threads, and the process's main thread
+    /// stays out of every view.
+    pub fn track_on_this_worker(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if !inner.near_enabled {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if inner.tracker_home.set(handle).is_err() {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let run_id = inner_run_id(&cache);
+            if let Some(run_id) = run_id.filter(|_| cache.near().is_some()) {
+                if let Err(error) = cache.open_tracking(&run_id).await {
+                    tracing::warn!(error = %error, "could not move the tracking connection to an HTTP worker");
+                    cache.trip(&CacheError::TrackingLost);
+                }
+            }
+        });
+    }
+
     /// Opens the tracking connection for the current generation on the server `run_id` and turns
-    /// the near cache on. Called by the breaker's recovery, before it closes. A Redis that cannot
-    /// track (an old version, or CLIENT not allowed) leaves the near cache off, with a warning.
+    /// the near cache on, on the tracker's home runtime when there is one. Called by the breaker's
+    /// recovery, before it closes. A Redis that cannot track (an old version, or CLIENT not
+    /// allowed) leaves the near cache off, with a warning.
     pub(super) async fn start_tracking(&self, run_id: &str) -> Result<(), String> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
+        if let Some(home) = inner.tracker_home.get() {
+            let (sent, opened) = tokio::sync::oneshot::channel();
+            let (cache, run_id_owned) = (self.clone(), run_id.to_owned());
+            home.spawn(async move {
+                let _ = sent.send(cache.open_tracking(&run_id_owned).await);
+            });
+            // A home whose runtime has stopped drops the task: open it here instead.
+            if let Ok(result) = opened.await {
+                return result;
+            }
+        }
+        self.open_tracking(run_id).await
+    }
+
+    async fn open_tracking(&self, run_id: &str) -> Result<(), String> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
         let near = &inner.near;
+        // A new run first: the current connection's tracker, woken by go_dead, then sees it was
+        // replaced and retires instead of reporting a lost connection.
+        let run = near.run.fetch_add(1, Ordering::AcqRel) + 1;
         near.go_dead();
         if !inner.near_enabled {
             return Ok(());
         }
-        let run = near.run.fetch_add(1, Ordering::AcqRel) + 1;
         let prefix = format!(
             "{}g{}:",
             inner.prefix,
@@ -279,7 +336,12 @@ impl Cache {
             tracing::warn!(error = %message, "Redis cannot track keys; every read goes to Redis");
             return Ok(());
         }
+        if near.run.load(Ordering::Acquire) != run {
+            return Ok(()); // a newer connection was opened meanwhile; it is the one that counts
+        }
         near.go_live(run);
+        // Trackers of replaced connections are waiting for work: wake them, so they close theirs.
+        near.demand.notify_waiters();
         let cache = self.clone();
         tokio::spawn(async move { cache.track(conn, run).await });
         Ok(())
@@ -292,13 +354,18 @@ impl Cache {
         };
         let near = &inner.near;
         loop {
-            tokio::select! {
-                _ = near.demand.notified() => {}
-                _ = tokio::time::sleep(HEARTBEAT) => {}
+            if near.run.load(Ordering::Acquire) == run {
+                tokio::select! {
+                    _ = near.demand.notified() => {}
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                }
             }
             let current = || near.run.load(Ordering::Acquire) == run && near.is_live();
             if near.run.load(Ordering::Acquire) != run {
-                return; // replaced by a newer connection
+                // Replaced by a newer connection. The wake-up this took may have been meant for
+                // the new tracker: pass it on.
+                near.demand.notify_one();
+                return;
             }
             if !near.is_live() {
                 // The connection closed under us (its push handler turned the near cache off):
