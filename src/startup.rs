@@ -94,6 +94,7 @@ impl Application {
         )
         .context("could not build the HTTP client")?;
         let state = web::Data::new(AppState {
+            http: crate::state::HttpStats::default(),
             background,
             throttle: LoginThrottle::new(db.clone(), cache.clone()),
             platforms: PlatformManager::new(db.clone(), cache.clone()),

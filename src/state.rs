@@ -14,8 +14,28 @@ use crate::keys::Keys;
 use crate::platforms::InstanceClient;
 use crate::store::Db;
 
+/// Responses by status class (1xx … 5xx), counted by the request middleware, shown at /metrics.
+#[derive(Default)]
+pub struct HttpStats {
+    pub responses: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl HttpStats {
+    pub const CLASSES: [&'static str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+    pub fn count(&self, status: u16) {
+        if let Some(counter) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses.get(usize::from(i)))
+        {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 pub struct AppState {
     pub config: Config,
+    pub http: HttpStats,
     pub db: Db,
     /// The pool as the background tasks use it (their own statement counters).
     pub background: Db,

@@ -115,6 +115,21 @@ fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    let name = "fedialt_http_responses_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP responses, by status class.\n# TYPE {name} counter"
+    );
+    for (class, counter) in crate::state::HttpStats::CLASSES
+        .iter()
+        .zip(&state.http.responses)
+    {
+        let _ = writeln!(
+            out,
+            "{name}{{class=\"{class}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
     let up = match state.cache.status() {
         RedisStatus::Ok => 1,
         _ => 0,

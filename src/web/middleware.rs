@@ -4,9 +4,11 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::Error;
+use actix_web::{web, Error};
 use rand::Rng;
 use tracing::Instrument;
+
+use crate::state::AppState;
 
 /// No inline script or style; the OAuth redirect to an instance is a navigation, which this allows.
 pub const CSP: &str =
@@ -40,6 +42,9 @@ pub async fn request_span(
         .instrument(span.clone())
         .await?;
     let status = response.status().as_u16();
+    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        state.http.count(status);
+    }
     span.record("status", status);
     span.in_scope(|| {
         tracing::info!(

@@ -543,13 +543,44 @@ async fn metrics_for_admins_and_the_token(b: Backend) {
         .parse()
         .unwrap();
     assert!(hits > 0);
-    let r = new_client()
-        .get(app.url("/metrics"))
-        .bearer_auth("metrics-secret-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let by_token = || async {
+        let r = new_client()
+            .get(app.url("/metrics"))
+            .bearer_auth("metrics-secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    };
+    let responses = |text: &str, class: &str| -> u64 {
+        let prefix = format!("fedialt_http_responses_total{{class=\"{class}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {class} line"))
+            .parse()
+            .unwrap()
+    };
+    // Responses are counted by status class: a page, a redirect to sign in, a 404.
+    let before = by_token().await;
+    assert_eq!(app.get("/caption_generation").await.status().as_u16(), 200);
+    assert_eq!(
+        new_client()
+            .get(app.url("/caption_generation"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        303
+    );
+    assert_eq!(app.get("/no-such-page").await.status().as_u16(), 404);
+    let after = by_token().await;
+    // The first /metrics read itself is a 2xx counted before the second read.
+    assert_eq!(responses(&after, "2xx") - responses(&before, "2xx"), 2);
+    assert_eq!(responses(&after, "3xx") - responses(&before, "3xx"), 1);
+    assert_eq!(responses(&after, "4xx") - responses(&before, "4xx"), 1);
+    assert_eq!(responses(&after, "5xx"), 0);
     assert_eq!(
         new_client()
             .get(app.url("/metrics"))
