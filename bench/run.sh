@@ -35,29 +35,32 @@ OUT=bench/results/$(date -u +%Y%m%dT%H%M%SZ).md
 } > "$OUT"
 
 METRICS_TOKEN=bench-metrics-$(head -c 12 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
-# The app's Redis round-trip counter (0 when the app cannot answer).
-round_trips() {
-  curl -s -H "Authorization: Bearer $METRICS_TOKEN" "${1%/*}/metrics" | awk '/^fedialt_redis_round_trips_total/{print $2}' | grep . || echo 0
+# From the app's counters: "round-trips non-2xx-responses" (Redis round trips, and responses that
+# were not a 2xx, e.g. a 303 to /login for a lost session, or a 500).
+counters() {
+  curl -s -H "Authorization: Bearer $METRICS_TOKEN" "${1%/*}/metrics" | awk '
+    /^fedialt_redis_round_trips_total/ {t=$2}
+    /^fedialt_http_responses_total/ && !/class="2xx"/ {e+=$2}
+    END {printf "%d %d\n", t, e}'
 }
 
 # run_wrk URL CONNECTIONS [COOKIE] -> "rps p50us p99us errors round-trips-per-request"
 run_wrk() {
   local url=$1 conns=$2 cookie=${3:-}
-  local out trips_before trips_after
-  trips_before=$(round_trips "$url")
+  local out trips_before trips_after bad_before bad_after
+  read -r trips_before bad_before <<<"$(counters "$url")"
   if [ -n "$cookie" ]; then
     out=$(wrk -t2 -c"$conns" -d"${DURATION}s" -s bench/status.lua -H "Cookie: fedialt_session=$cookie" "$url")
   else
     out=$(wrk -t2 -c"$conns" -d"${DURATION}s" -s bench/status.lua "$url")
   fi
-  local rps p50 p99 non200 sockerr
+  local rps p50 p99 sockerr
   rps=$(awk '/^RPS/{print $2}' <<<"$out"); p50=$(awk '/^P50US/{print $2}' <<<"$out")
-  p99=$(awk '/^P99US/{print $2}' <<<"$out"); non200=$(awk '/^NON200/{print $2}' <<<"$out")
-  sockerr=$(awk '/^SOCKERR/{print $2}' <<<"$out")
-  trips_after=$(round_trips "$url")
+  p99=$(awk '/^P99US/{print $2}' <<<"$out"); sockerr=$(awk '/^SOCKERR/{print $2}' <<<"$out")
+  read -r trips_after bad_after <<<"$(counters "$url")"
   local per_request
   per_request=$(awk -v a="$trips_after" -v b="$trips_before" -v n="$(awk '/^REQUESTS/{print $2}' <<<"$out")" 'BEGIN{printf "%.3f", (n > 0 ? (a - b) / n : 0)}')
-  echo "$rps $p50 $p99 $((non200 + sockerr)) $per_request"
+  echo "$rps $p50 $p99 $((bad_after - bad_before + sockerr)) $per_request"
 }
 
 # Mean over the alternating rounds: "rps p50ms p99ms errors round-trips-per-request".
