@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod keys;
+pub mod memo;
 pub mod platforms;
 pub mod routes;
 pub mod sessions;

@@ -5,21 +5,18 @@
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
-use std::collections::HashMap;
+
+use crate::memo::BoundedMemo;
 
 /// Bytes of payload kept per thread; past it the memo starts empty.
 const BUDGET: usize = 1024 * 1024;
 /// Payloads bigger than this are decoded every time.
 const MAX_PAYLOAD: usize = 16 * 1024;
 
-#[derive(Default)]
-struct Memo {
-    values: HashMap<(TypeId, Vec<u8>), Box<dyn Any>>,
-    bytes: usize,
-}
+type Memo = BoundedMemo<(TypeId, Vec<u8>), Box<dyn Any>>;
 
 thread_local! {
-    static MEMO: RefCell<Memo> = RefCell::default();
+    static MEMO: RefCell<Memo> = RefCell::new(BoundedMemo::new(BUDGET, MAX_PAYLOAD));
 }
 
 /// `decode(payload)`, or a clone of what it returned for the same bytes before on this thread.
@@ -29,8 +26,7 @@ pub fn decode_memoized<T: Clone + 'static>(
 ) -> Option<T> {
     let key = (TypeId::of::<T>(), payload.to_vec());
     let known = MEMO.with_borrow(|memo| {
-        memo.values
-            .get(&key)
+        memo.get(&key)
             .and_then(|value| value.downcast_ref::<T>())
             .cloned()
     });
@@ -38,16 +34,8 @@ pub fn decode_memoized<T: Clone + 'static>(
         return known;
     }
     let value = decode(payload)?;
-    if payload.len() <= MAX_PAYLOAD {
-        MEMO.with_borrow_mut(|memo| {
-            if memo.bytes + payload.len() > BUDGET {
-                memo.values.clear();
-                memo.bytes = 0;
-            }
-            memo.bytes += payload.len();
-            memo.values.insert(key, Box::new(value.clone()));
-        });
-    }
+    let size = payload.len();
+    MEMO.with_borrow_mut(|memo| memo.insert(key, Box::new(value.clone()), size));
     Some(value)
 }
 
@@ -92,6 +80,6 @@ mod tests {
                 serde_json::from_slice::<Vec<u64>>(b).ok()
             });
         }
-        MEMO.with_borrow(|memo| assert!(memo.bytes <= BUDGET));
+        MEMO.with_borrow(|memo| assert!(memo.bytes() <= BUDGET));
     }
 }

@@ -96,7 +96,7 @@ struct Inner {
     set_if_newer: redis::Script,
     near: Arc<near::Near>,
     near_enabled: bool,
-    /// The HTTP worker runtime the tracking connection lives on (see `near::Cache::track_on`).
+    /// The HTTP worker runtime the tracking connection lives on (see `Cache::track_on_this_worker` in near.rs).
     tracker_home: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 

@@ -26,12 +26,6 @@ use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, 
 
 use super::{Cache, CacheError};
 
-/// The Redis run_id the current generation belongs to, if the breaker's recovery has set one.
-fn inner_run_id(cache: &Cache) -> Option<String> {
-    let inner = cache.inner.as_ref()?;
-    inner.run_id.read().ok()?.clone()
-}
-
 tokio::task_local! {
     /// When the request being served arrived (set by the request middleware).
     static ARRIVED: Instant;
@@ -249,9 +243,10 @@ impl Cache {
         if inner.tracker_home.set(handle).is_err() {
             return;
         }
+        // The Redis server the current generation belongs to, once a recovery has set one.
+        let run_id = inner.run_id.read().ok().and_then(|id| id.clone());
         let cache = self.clone();
         tokio::spawn(async move {
-            let run_id = inner_run_id(&cache);
             if let Some(run_id) = run_id.filter(|_| cache.near().is_some()) {
                 if let Err(error) = cache.open_tracking(&run_id).await {
                     tracing::warn!(error = %error, "could not move the tracking connection to an HTTP worker");

@@ -1,13 +1,14 @@
 //! Tera templates, embedded in the binary so it runs from any directory.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use actix_web::web::Bytes;
 
 use include_dir::{include_dir, Dir};
 use tera::Tera;
+
+use crate::memo::BoundedMemo;
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
@@ -52,22 +53,17 @@ pub fn render(name: &str, context: &tera::Context) -> Result<String, String> {
     })
 }
 
-/// Pages bigger than this are rendered every time.
+/// Pages (with their key) bigger than this are rendered every time.
 const MEMO_MAX_PAGE: usize = 64 * 1024;
 /// Keys and pages kept per thread; past it the memo starts empty.
 const MEMO_BUDGET: usize = 4 * 1024 * 1024;
-
-#[derive(Default)]
-struct Memo {
-    pages: HashMap<Vec<u8>, Bytes>,
-    bytes: usize,
-}
 
 thread_local! {
     /// Rendered pages by their whole input: the context's JSON text, a NUL (which JSON text
     /// never holds raw), and the template's name. A render is a pure function of these, so an
     /// entry is never stale; each HTTP worker thread keeps its own, so no locks.
-    static MEMO: RefCell<Memo> = RefCell::default();
+    static MEMO: RefCell<BoundedMemo<Vec<u8>, Bytes>> =
+        RefCell::new(BoundedMemo::new(MEMO_BUDGET, MEMO_MAX_PAGE));
 }
 
 /// Renders `name` with the context given as a JSON object's text, reusing the page rendered for
@@ -77,24 +73,15 @@ pub fn render_memoized(name: &str, mut context_json: Vec<u8>) -> Result<Bytes, S
     context_json.push(0);
     context_json.extend_from_slice(name.as_bytes());
     let key = context_json;
-    if let Some(page) = MEMO.with_borrow(|memo| memo.pages.get(&key).cloned()) {
+    if let Some(page) = MEMO.with_borrow(|memo| memo.get(&key).cloned()) {
         return Ok(page);
     }
     let value: serde_json::Value = serde_json::from_slice(&key[..json_len])
         .map_err(|e| format!("the page context is not JSON: {e}"))?;
     let context = tera::Context::from_value(value).map_err(|e| e.to_string())?;
     let page = Bytes::from(render(name, &context)?);
-    if page.len() <= MEMO_MAX_PAGE {
-        MEMO.with_borrow_mut(|memo| {
-            let size = key.len() + page.len();
-            if memo.bytes + size > MEMO_BUDGET {
-                memo.pages.clear();
-                memo.bytes = 0;
-            }
-            memo.bytes += size;
-            memo.pages.insert(key, page.clone());
-        });
-    }
+    let size = key.len() + page.len();
+    MEMO.with_borrow_mut(|memo| memo.insert(key, page.clone(), size));
     Ok(page)
 }
 
@@ -130,8 +117,8 @@ mod tests {
             super::render_memoized("errors/error.html", context(&format!("page {i}"))).unwrap();
         }
         super::MEMO.with_borrow(|memo| {
-            assert!(memo.bytes <= super::MEMO_BUDGET);
-            assert!(!memo.pages.is_empty());
+            assert!(memo.bytes() <= super::MEMO_BUDGET);
+            assert!(!memo.is_empty());
         });
     }
 }
