@@ -58,10 +58,14 @@ pub async fn run(cli: Cli, config: Config) -> ExitCode {
 
 /// The database URL, with the SQLite data dir made if needed.
 fn prepare_database(config: &Config) -> String {
+    let url = config.effective_database_url();
     if config.database_url.is_none() {
-        let _ = std::fs::create_dir_all(&config.data_dir);
+        let _ = crate::data_dir::prepare(&config.data_dir);
+        if let Err(error) = crate::data_dir::private_sqlite(std::path::Path::new(&url)) {
+            tracing::warn!(error = %error, "the SQLite file could not be made private");
+        }
     }
-    config.effective_database_url()
+    url
 }
 
 async fn serve(config: Config, web: bool) -> ExitCode {

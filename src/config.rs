@@ -147,6 +147,8 @@ pub struct Config {
     /// Deadline of each call to an instance.
     pub platform_timeout: Duration,
     pub session_idle: Duration,
+    /// The absolute lifetime of a session, from sign-in.
+    pub session_max: Duration,
     pub metrics_token: Option<Secret<String>>,
     pub caption: CaptionConfig,
     pub max_image_bytes: u64,
@@ -318,12 +320,23 @@ impl Config {
             session_idle: Duration::from_secs(
                 60 * parse_num(&get, "FEDIALT_SESSION_IDLE_MINUTES", 120, 1, 60 * 24 * 90)?,
             ),
+            session_max: Duration::from_secs(
+                3600 * parse_num(&get, "FEDIALT_SESSION_MAX_HOURS", 720, 1, 24 * 366)?,
+            ),
             metrics_token: get("FEDIALT_METRICS_TOKEN").map(Secret::new),
             caption,
             max_image_bytes: parse_num(&get, "FEDIALT_MAX_IMAGE_BYTES", 20_971_520, 1024, 1 << 30)?,
             max_image_pixels: parse_num(&get, "FEDIALT_MAX_IMAGE_PIXELS", 50_000_000, 1, 1 << 32)?,
             log_format,
         })
+    }
+
+    /// A session's idle timeout and absolute lifetime, in seconds.
+    pub fn session_limits(&self) -> crate::store::sessions::Lifetime {
+        crate::store::sessions::Lifetime {
+            idle: self.session_idle.as_secs() as i64,
+            max: self.session_max.as_secs() as i64,
+        }
     }
 
     /// Cookies are Secure when people reach the app over https.
@@ -477,6 +490,7 @@ mod tests {
         );
         assert_eq!(c.redis.prefix, "fedialt:");
         assert_eq!(c.session_idle, Duration::from_secs(120 * 60));
+        assert_eq!(c.session_max, Duration::from_secs(720 * 3600));
         assert!(c.worker);
         assert!(!c.allow_private_network);
         assert!(!c.secure_cookies());
@@ -490,6 +504,7 @@ mod tests {
             ("SESSION_STORAGE", "memory"),
             ("FEDIALT_SECRET_KEY", "c2hvcnQ="),
             ("FEDIALT_SESSION_IDLE_MINUTES", "0"),
+            ("FEDIALT_SESSION_MAX_HOURS", "0"),
             ("FEDIALT_TRUSTED_PROXIES", "10.0.0.0/99"),
             ("LOG_FORMAT", "xml"),
             ("FEDIALT_WORKER", "maybe"),

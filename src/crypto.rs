@@ -75,6 +75,15 @@ impl SecretBox {
     }
 }
 
+/// The associated data of a platform token's seal: its purpose, its row and its owner, so a sealed
+/// value copied into another row, or another person's row, does not open.
+pub fn token_binding(purpose: &str, platform_id: i64, user_id: i64) -> String {
+    format!("{purpose}; platform_connections.id={platform_id}; users.id={user_id}")
+}
+
+/// platform_connections.token_seal for tokens sealed with `token_binding` (1: purpose only).
+pub const TOKEN_SEAL_BOUND: i32 = 2;
+
 pub const ACCESS_TOKEN: &str = "platform access token";
 pub const REFRESH_TOKEN: &str = "platform refresh token";
 pub const CLIENT_SECRET: &str = "oauth client secret";
@@ -101,5 +110,23 @@ mod tests {
         assert!(SecretBox::new(&[8u8; 32])
             .open(ACCESS_TOKEN, &sealed)
             .is_err());
+    }
+
+    #[test]
+    fn a_token_opens_only_in_its_own_row() {
+        let b = SecretBox::new(&[9u8; 32]);
+        let sealed = b.seal(&token_binding(ACCESS_TOKEN, 7, 3), "tok").unwrap();
+        assert_eq!(
+            b.open(&token_binding(ACCESS_TOKEN, 7, 3), &sealed)
+                .unwrap()
+                .expose(),
+            "tok"
+        );
+        assert!(b.open(&token_binding(ACCESS_TOKEN, 8, 3), &sealed).is_err());
+        assert!(b.open(&token_binding(ACCESS_TOKEN, 7, 4), &sealed).is_err());
+        assert!(b
+            .open(&token_binding(REFRESH_TOKEN, 7, 3), &sealed)
+            .is_err());
+        assert!(b.open(ACCESS_TOKEN, &sealed).is_err());
     }
 }

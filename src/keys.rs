@@ -73,11 +73,13 @@ pub fn decode_secret_key(text: &str) -> Result<Vec<u8>, String> {
 fn load_or_create_key_file(dir: &Path) -> Result<Vec<u8>, String> {
     let path = dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => decode_secret_key(&text)
-            .map_err(|e| format!("FEDIALT_DATA_DIR: the key file {} {e}", path.display())),
+        Ok(text) => {
+            crate::data_dir::check_private(&path).map_err(|e| format!("FEDIALT_DATA_DIR: {e}"))?;
+            decode_secret_key(&text)
+                .map_err(|e| format!("FEDIALT_DATA_DIR: the key file {} {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("FEDIALT_DATA_DIR: cannot create {}: {e}", dir.display()))?;
+            crate::data_dir::prepare(dir)?;
             let mut master = vec![0u8; MIN_KEY_BYTES];
             rand::rngs::OsRng.fill_bytes(&mut master);
             write_private(&path, STANDARD.encode(&master).as_bytes())

@@ -39,12 +39,9 @@ pub struct Application {
 pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
     let url = config.effective_database_url();
     if config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "FEDIALT_DATA_DIR: cannot create {}",
-                config.data_dir.display()
-            )
-        })?;
+        crate::data_dir::prepare(&config.data_dir).map_err(anyhow::Error::msg)?;
+        crate::data_dir::private_sqlite(std::path::Path::new(&url))
+            .map_err(|e| anyhow::anyhow!("FEDIALT_DATA_DIR: {e}"))?;
     }
     store::migrate::run_pending(&url)
         .await
@@ -61,6 +58,10 @@ impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
         let keys = Keys::load(&config).map_err(anyhow::Error::msg)?;
         let (db, cache) = connect(&config).await?;
+        let secrets = SecretBox::new(&keys.encryption);
+        crate::platforms::connect::reseal_legacy_tokens(&db, &secrets)
+            .await
+            .context("could not re-seal the stored tokens")?;
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("FEDIALT_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
@@ -79,6 +80,7 @@ impl Application {
             cache.clone(),
             config.session_storage == SessionStorage::Redis,
             config.session_idle,
+            config.session_max,
         );
         let cookie_key = Key::from(&keys.cookie);
         let flash_key = Key::from(&keys.flash);
@@ -97,6 +99,7 @@ impl Application {
             http: crate::state::HttpStats::default(),
             background,
             throttle: LoginThrottle::new(db.clone(), cache.clone()),
+            passwords: crate::auth::password::PasswordChecks::for_this_machine(),
             platforms: PlatformManager::new(db.clone(), cache.clone()),
             settings: SettingsManager::new(
                 db.clone(),
@@ -104,7 +107,7 @@ impl Application {
                 PlatformManager::new(db.clone(), cache.clone()),
             ),
             instances,
-            secrets: SecretBox::new(&keys.encryption),
+            secrets,
             config,
             db,
             cache,
@@ -116,7 +119,7 @@ impl Application {
         let server = HttpServer::new(move || {
             // Runs on each HTTP worker's thread: the first one becomes the tracking connection's home.
             app_state.cache.track_on_this_worker();
-            let flash_store = crate::web::flash::QuietCookieStore::new(flash_key.clone());
+            let flash_store = crate::web::flash::QuietCookieStore::new(flash_key.clone(), secure);
             let flashes = FlashMessagesFramework::builder(flash_store).build();
             let sessions = SessionMiddleware::builder(session_store.clone(), cookie_key.clone())
                 .cookie_name(SESSION_COOKIE.to_owned())
@@ -128,9 +131,10 @@ impl Application {
                 .build();
             App::new()
                 .app_data(app_state.clone())
+                .wrap(crate::web::middleware::error_shapes())
                 .wrap(flashes)
                 .wrap(sessions)
-                .wrap(crate::web::middleware::security_headers())
+                .wrap(crate::web::middleware::security_headers(secure))
                 .wrap(from_fn(crate::web::middleware::request_span))
                 .configure(crate::routes::configure)
         })
@@ -168,7 +172,11 @@ impl Application {
 /// `fedialt worker`: the background work without the web app. Until the job queue lands, that is
 /// the cache maintenance (outbox drain, Redis recovery) and the housekeeping sweep.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let keys = Keys::load(&config).map_err(anyhow::Error::msg)?;
     let (db, cache) = connect(&config).await?;
+    crate::platforms::connect::reseal_legacy_tokens(&db, &SecretBox::new(&keys.encryption))
+        .await
+        .context("could not re-seal the stored tokens")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
     crate::sweep::spawn(db, SWEEP_EVERY, shutdown_rx);

@@ -42,6 +42,8 @@ pub struct AppState {
     pub cache: Cache,
     pub keys: Keys,
     pub throttle: LoginThrottle,
+    /// The cap on concurrent password checks.
+    pub passwords: crate::auth::password::PasswordChecks,
     pub platforms: PlatformManager,
     pub settings: SettingsManager,
     pub instances: InstanceClient,

@@ -1,14 +1,22 @@
-//! The sign-in throttle: 5 failures for one username, or 20 for one address, within 15 minutes lock
-//! sign-in for that username or address until the window ends, even with the right password.
-//! Counters live in Redis; when Redis is not there, in the database.
+//! The sign-in throttle. Every attempt is counted, atomically, *before* the password is checked, so
+//! however many arrive at once, at most the limit of them is ever checked within a window:
+//! - 5 per username from one address (IPv6 grouped by /64): the limit that stops guessing;
+//! - 20 per address, whatever the usernames: one address trying many accounts;
+//! - 50 per username from all addresses together: a spread-out attack on one account, with a
+//!   ceiling high enough that strangers cannot lock its owner out from elsewhere.
+//!
+//! Past a limit, sign-in for that scope waits until its 15-minute window ends, even with the right
+//! password. A successful sign-in clears the username's counts (not the address's). Counters live
+//! in Redis; when Redis is not there, in the database (an atomic upsert that returns the count).
 
 use std::net::IpAddr;
 
 use crate::cache::{keys, Cache};
 use crate::store::{self, Db, StoreError};
 
-pub const MAX_PER_USERNAME: i64 = 5;
+pub const MAX_PER_ACCOUNT_AND_ADDRESS: i64 = 5;
 pub const MAX_PER_ADDRESS: i64 = 20;
+pub const MAX_PER_USERNAME: i64 = 50;
 
 #[derive(Clone)]
 pub struct LoginThrottle {
@@ -16,13 +24,37 @@ pub struct LoginThrottle {
     cache: Cache,
 }
 
+/// The address as the throttle counts it: IPv4 as it is, IPv6 by its /64 (one subscriber's
+/// network, which hands its devices any address in it).
+fn address_group(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The scopes one attempt counts against, with their limits. The first two are what a success
+/// clears.
 fn scopes(username: &str, ip: Option<IpAddr>) -> Vec<(String, i64)> {
-    let mut out = vec![(
-        format!("user:{}", username.to_lowercase()),
-        MAX_PER_USERNAME,
-    )];
-    if let Some(ip) = ip {
-        out.push((format!("ip:{ip}"), MAX_PER_ADDRESS));
+    let username = username.to_lowercase();
+    let group = ip
+        .map(address_group)
+        .unwrap_or_else(|| "unknown".to_owned());
+    let mut out = vec![
+        (
+            format!("pair:{username}|{group}"),
+            MAX_PER_ACCOUNT_AND_ADDRESS,
+        ),
+        (format!("user:{username}"), MAX_PER_USERNAME),
+    ];
+    if ip.is_some() {
+        out.push((format!("ip:{group}"), MAX_PER_ADDRESS));
     }
     out
 }
@@ -32,69 +64,95 @@ impl LoginThrottle {
         LoginThrottle { db, cache }
     }
 
-    /// Seconds until sign-in may be tried again, when locked.
-    pub async fn locked_for(
+    /// Counts this attempt. Some(seconds to wait) when it is over a limit: then the password must
+    /// not be checked at all.
+    pub async fn attempt(
         &self,
         username: &str,
         ip: Option<IpAddr>,
     ) -> Result<Option<u64>, StoreError> {
         let scopes = scopes(username, ip);
         let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
-        if let Ok(counts) = self.cache.counters(&logicals).await {
-            let wait = scopes
+        if let Ok(counts) = self
+            .cache
+            .count_attempt(&logicals, keys::THROTTLE_WINDOW)
+            .await
+        {
+            return Ok(scopes
                 .iter()
                 .zip(counts)
-                .filter(|((_, max), (count, _))| count >= max)
+                .filter(|((_, max), (count, _))| count > max)
                 .map(|(_, (_, ms))| (ms.max(1000) as u64).div_ceil(1000))
-                .max();
-            return Ok(wait);
+                .max());
         }
         let window = keys::THROTTLE_WINDOW.as_secs() as i64;
         let now = store::now();
         let mut conn = self.db.conn().await?;
         let mut wait = None;
         for (scope, max) in &scopes {
-            if let Some((failures, start)) =
-                store::throttle::get(&mut conn, scope, window, now).await?
-            {
-                if i64::from(failures) >= *max {
-                    let left = (start + window - now).max(1) as u64;
-                    wait = Some(wait.map_or(left, |w: u64| w.max(left)));
-                }
+            let (count, start) =
+                store::throttle::record_attempt(&mut conn, scope, window, now).await?;
+            if i64::from(count) > *max {
+                let left = (start + window - now).max(1) as u64;
+                wait = Some(wait.map_or(left, |w: u64| w.max(left)));
             }
         }
         Ok(wait)
     }
 
-    pub async fn record_failure(
-        &self,
-        username: &str,
-        ip: Option<IpAddr>,
-    ) -> Result<(), StoreError> {
-        let scopes = scopes(username, ip);
-        let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
-        if self
-            .cache
-            .count_failure(&logicals, keys::THROTTLE_WINDOW)
-            .await
-            .is_ok()
-        {
+    /// A successful sign-in: the username's counts (from this address, and from everywhere) start
+    /// again. When Redis cannot be told now, the outbox tells it later, so the count never outlives
+    /// the success; the database's counts (kept while Redis was away) go at once.
+    pub async fn succeeded(&self, username: &str, ip: Option<IpAddr>) -> Result<(), StoreError> {
+        let cleared: Vec<String> = scopes(username, ip)
+            .into_iter()
+            .take(2)
+            .map(|(scope, _)| scope)
+            .collect();
+        let logicals: Vec<String> = cleared.iter().map(|s| keys::throttle(s)).collect();
+        let mut conn = self.db.conn().await?;
+        store::throttle::clear(&mut conn, &cleared).await?;
+        if !self.cache.enabled() {
             return Ok(());
         }
-        let window = keys::THROTTLE_WINDOW.as_secs() as i64;
-        let now = store::now();
-        let mut conn = self.db.conn().await?;
-        for (scope, _) in &scopes {
-            store::throttle::record_failure(&mut conn, scope, window, now).await?;
+        if let Err(error) = self.cache.delete_global(&logicals).await {
+            tracing::info!(error = %error, "sign-in counts queued in the outbox for Redis");
+            for logical in &logicals {
+                store::outbox::push(&mut conn, logical, 0).await?;
+            }
         }
         Ok(())
     }
+}
 
-    /// A successful sign-in clears the username's count (not the address's).
-    pub async fn clear(&self, username: &str) -> Result<(), StoreError> {
-        let scope = format!("user:{}", username.to_lowercase());
-        let _ = self.cache.delete_global(&keys::throttle(&scope)).await;
-        let mut conn = self.db.conn().await?;
-        store::throttle::clear(&mut conn, &scope).await
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_group(a), address_group(b));
+        assert_ne!(address_group(a), address_group(c));
+        assert_eq!(
+            address_group("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3"
+        );
+    }
+
+    #[test]
+    fn an_attempt_counts_three_ways() {
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let all = scopes("Alice", Some(ip));
+        assert_eq!(
+            all,
+            vec![
+                ("pair:alice|192.0.2.7".to_owned(), 5),
+                ("user:alice".to_owned(), 50),
+                ("ip:192.0.2.7".to_owned(), 20),
+            ]
+        );
     }
 }

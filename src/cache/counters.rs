@@ -6,59 +6,54 @@ use std::time::Duration;
 use super::{Cache, CacheError, Kind};
 
 impl Cache {
-    /// Throttle counters: (count, ms left in the window) for each key, in one round trip.
-    pub async fn counters(&self, logicals: &[String]) -> Result<Vec<(i64, i64)>, CacheError> {
+    /// Counts one attempt on each key, atomically, and returns (count, ms left in the window) for
+    /// each, in one round trip. A key's window starts at its first attempt.
+    pub async fn count_attempt(
+        &self,
+        logicals: &[String],
+        window: Duration,
+    ) -> Result<Vec<(i64, i64)>, CacheError> {
         let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
         let n = keys.len() as u64;
-        let flat: Vec<Option<i64>> = self
-            .exec(Kind::Throttle, n * 2, |mut c| async move {
+        let flat: Vec<i64> = self
+            .exec(Kind::Throttle, n * 3, |mut c| async move {
                 let mut pipe = redis::pipe();
+                pipe.atomic();
                 for key in &keys {
-                    pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+                    pipe.cmd("INCR")
+                        .arg(key)
+                        .cmd("PEXPIRE")
+                        .arg(key)
+                        .arg(window.as_millis() as u64)
+                        .arg("NX")
+                        .ignore()
+                        .cmd("PTTL")
+                        .arg(key);
                 }
                 pipe.query_async(&mut c).await
             })
             .await?;
         Ok(flat
             .chunks(2)
-            .map(|pair| {
-                (
-                    pair[0].unwrap_or(0),
-                    pair.get(1).copied().flatten().unwrap_or(-2),
-                )
-            })
+            .map(|p| (p[0], p.get(1).copied().unwrap_or(-2)))
             .collect())
     }
 
-    /// Counts one failure on each key; a key's window starts at its first failure.
-    pub async fn count_failure(
+    /// Deletes counters (one round trip).
+    pub async fn delete_global(&self, logicals: &[String]) -> Result<(), CacheError> {
+        self.delete_global_gated(logicals, false).await
+    }
+
+    /// `delete_global`, where `bypass` lets the outbox drain write while the breaker is open.
+    pub(super) async fn delete_global_gated(
         &self,
         logicals: &[String],
-        window: Duration,
+        bypass: bool,
     ) -> Result<(), CacheError> {
         let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
         let n = keys.len() as u64;
-        self.exec(Kind::Throttle, n * 2, |mut c| async move {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("INCR")
-                    .arg(key)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(window.as_millis() as u64)
-                    .arg("NX")
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
-    }
-
-    pub async fn delete_global(&self, logical: &str) -> Result<(), CacheError> {
-        let key = self.global_key(logical);
-        self.exec(Kind::Throttle, 1, |mut c| async move {
-            redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
+        self.exec_gated(Kind::Throttle, n, bypass, |mut c| async move {
+            redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await
         })
         .await
     }

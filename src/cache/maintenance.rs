@@ -107,10 +107,16 @@ impl Cache {
         let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
             let kind = Kind::of_logical(&row.cache_key);
-            match self
-                .invalidate_gated(kind, &row.cache_key, row.min_version, bypass)
-                .await
-            {
+            let delivered = if kind == Kind::Throttle {
+                // A sign-in throttle count that a successful sign-in could not clear.
+                self.delete_global_gated(std::slice::from_ref(&row.cache_key), bypass)
+                    .await
+            } else {
+                self.invalidate_gated(kind, &row.cache_key, row.min_version, bypass)
+                    .await
+                    .map(|_| ())
+            };
+            match delivered {
                 Ok(_) => {
                     inner.stats.outbox_retries[kind.index()].fetch_add(1, Ordering::Relaxed);
                     done.push(row.id);

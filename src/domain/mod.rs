@@ -6,4 +6,4 @@ pub mod platform;
 
 pub use account::{Email, NewPassword, Username};
 pub use caption_settings::{CaptionSettings, RawSettings};
-pub use platform::{InstanceUrl, PlatformType};
+pub use platform::{is_hidden_control, InstanceUrl, PlatformType};

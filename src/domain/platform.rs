@@ -118,6 +118,13 @@ impl InstanceUrl {
     }
 }
 
+/// Control characters, and the invisible ones that change the direction of the text around them
+/// (U+202E turns "gpj.exe" into "exe.jpg"): never in a name people see.
+pub fn is_hidden_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A connection's display name: 1 to 60 characters.
 pub fn parse_connection_name(text: &str) -> Result<String, String> {
     let name = text.trim();
@@ -130,8 +137,11 @@ pub fn parse_connection_name(text: &str) -> Result<String, String> {
             "must be at most 60 characters (this one has {count})"
         ));
     }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+    if name.chars().any(is_hidden_control) {
+        return Err(
+            "must not contain control characters or invisible text-direction marks (such as U+202E)"
+                .into(),
+        );
     }
     Ok(name.to_owned())
 }
@@ -174,6 +184,10 @@ mod tests {
             "Art account"
         );
         assert!(parse_connection_name("   ").is_err());
+        assert!(parse_connection_name("Art\u{202e}gpj.exe").is_err());
+        assert!(parse_connection_name("a\u{2066}b").is_err());
+        assert!(parse_connection_name("a\tb").is_err());
+        assert_eq!(parse_connection_name("שלום").unwrap(), "שלום");
         assert!(parse_connection_name(&"é".repeat(61)).is_err());
         assert_eq!(
             PlatformType::parse("Pixelfed").unwrap(),

@@ -12,6 +12,21 @@ use crate::config::Secret;
 use crate::domain::{InstanceUrl, PlatformType};
 
 const MAX_BODY: usize = 1 << 20;
+const MAX_ACCOUNT_ID: usize = 64;
+const MAX_ACCT: usize = 300;
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// Text from an instance, fit to show: no control or bidirectional-control characters, trimmed,
+/// at most `max` characters.
+fn display_text(text: &str, max: usize) -> String {
+    text.chars()
+        .filter(|&c| !crate::domain::is_hidden_control(c))
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(max)
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -64,7 +79,10 @@ pub struct InstanceClient {
 impl InstanceClient {
     pub fn new(policy: AddressPolicy, timeout: Duration) -> Result<InstanceClient, reqwest::Error> {
         let policy = Arc::new(policy);
+        // No proxy from the environment: a proxy resolves the target itself, and the guard in our
+        // resolver would never see the address (HTTPS_PROXY would be a way around it).
         let http = reqwest::Client::builder()
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
@@ -197,13 +215,21 @@ impl InstanceClient {
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(PlatformError::NotMastodonApi),
         };
+        if id.is_empty() || id.len() > MAX_ACCOUNT_ID {
+            return Err(PlatformError::NotMastodonApi);
+        }
+        // What the instance says of itself is shown on our pages: cleaned of control and
+        // direction-changing characters, and cut to a sane length, before it is stored.
+        let acct = display_text(&raw.acct.unwrap_or_else(|| raw.username.clone()), MAX_ACCT);
+        let display_name = raw
+            .display_name
+            .map(|d| display_text(&d, MAX_DISPLAY_NAME))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| display_text(&raw.username, MAX_DISPLAY_NAME));
         Ok(Account {
             id,
-            acct: raw.acct.unwrap_or_else(|| raw.username.clone()),
-            display_name: raw
-                .display_name
-                .filter(|d| !d.is_empty())
-                .unwrap_or(raw.username),
+            acct,
+            display_name,
         })
     }
 
@@ -277,4 +303,16 @@ fn classify(error: reqwest::Error) -> PlatformError {
         return PlatformError::Unreachable("too many redirects".into());
     }
     PlatformError::Unreachable("the request failed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instance_text_is_cleaned_and_cut() {
+        assert_eq!(super::display_text(" Al\u{202e}ice\u{0}\n ", 100), "Alice");
+        assert_eq!(
+            super::display_text(&"é".repeat(500), 100).chars().count(),
+            100
+        );
+    }
 }

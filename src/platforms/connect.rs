@@ -49,11 +49,7 @@ pub async fn connect(
     let description_limit = info
         .description_limit
         .unwrap_or_else(|| platform_type.default_description_limit());
-    let access = secrets.seal(crypto::ACCESS_TOKEN, new.access_token.expose())?;
-    let refresh = match &new.refresh_token {
-        Some(t) => Some(secrets.seal(crypto::REFRESH_TOKEN, t.expose())?),
-        None => None,
-    };
+    let secrets = secrets.clone();
     let instance_url = new.instance.as_str().to_owned();
     let host = new.instance.host().to_owned();
     let authority = new
@@ -66,7 +62,7 @@ pub async fn connect(
     let name = new
         .name
         .clone()
-        .unwrap_or_else(|| format!("{} on {}", account.display_name, host));
+        .unwrap_or_else(|| default_name(&account.display_name, &host));
     let handle = format!(
         "@{}@{}",
         account.acct.split('@').next().unwrap_or(""),
@@ -83,8 +79,6 @@ pub async fn connect(
                     store::platforms::refresh_connection(
                         conn,
                         existing.id,
-                        &access,
-                        refresh.as_deref(),
                         &account.acct,
                         &account.display_name,
                         platform_type.as_str(),
@@ -95,9 +89,11 @@ pub async fn connect(
                     if let Some(name) = &new.name {
                         store::platforms::rename(conn, existing.id, user_id, name, now).await?;
                     }
+                    store_tokens(conn, &secrets, existing.id, user_id, &new).await?;
                     return Ok((existing.id, false));
                 }
                 let first = store::platforms::for_user(conn, user_id).await?.is_empty();
+                // The tokens are sealed to the row, so the row comes first (in this transaction).
                 let id = store::platforms::insert(
                     conn,
                     &NewPlatform {
@@ -108,16 +104,18 @@ pub async fn connect(
                         account_id: &account.id,
                         account_username: &account.acct,
                         display_name: &account.display_name,
-                        access_token_enc: &access,
-                        refresh_token_enc: refresh.as_deref(),
+                        access_token_enc: "",
+                        refresh_token_enc: None,
                         description_limit,
                         is_default: first,
                         needs_reauth: false,
                         created_at: now,
                         updated_at: now,
+                        token_seal: crypto::TOKEN_SEAL_BOUND,
                     },
                 )
                 .await?;
+                store_tokens(conn, &secrets, id, user_id, &new).await?;
                 Ok((id, true))
             })
         })
@@ -127,6 +125,97 @@ pub async fn connect(
         created,
         handle,
     })
+}
+
+/// "Display name on host", within a connection name's 60 characters (the display name gives way).
+fn default_name(display_name: &str, host: &str) -> String {
+    let suffix = format!(" on {host}");
+    let room = 60usize.saturating_sub(suffix.chars().count()).max(1);
+    let mut name: String = display_name.chars().take(room).collect();
+    name.push_str(&suffix);
+    name.chars().take(60).collect()
+}
+
+/// Seals a connection's tokens to its row and owner, and stores them.
+async fn store_tokens(
+    conn: &mut store::Conn,
+    secrets: &SecretBox,
+    platform_id: i64,
+    user_id: i64,
+    new: &NewConnection,
+) -> Result<(), StoreError> {
+    let seal = |purpose: &str, token: &Secret<String>| {
+        secrets
+            .seal(
+                &crypto::token_binding(purpose, platform_id, user_id),
+                token.expose(),
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let access = seal(crypto::ACCESS_TOKEN, &new.access_token)?;
+    let refresh = match &new.refresh_token {
+        Some(t) => Some(seal(crypto::REFRESH_TOKEN, t)?),
+        None => None,
+    };
+    store::platforms::set_tokens(
+        conn,
+        platform_id,
+        &access,
+        refresh.as_deref(),
+        crypto::TOKEN_SEAL_BOUND,
+    )
+    .await
+}
+
+/// Re-seals tokens stored before they were bound to their row and owner (token_seal 1). Runs at
+/// start, once the key is known; a row whose token does not open (another key) is left as it is
+/// and reported.
+pub async fn reseal_legacy_tokens(
+    db: &store::Db,
+    secrets: &SecretBox,
+) -> Result<usize, StoreError> {
+    let mut conn = db.conn().await?;
+    let rows = store::platforms::with_token_seal(&mut conn, 1).await?;
+    let mut done = 0;
+    for row in rows {
+        let reseal = |purpose: &str, sealed: &str| -> Result<String, CryptoError> {
+            let plain = secrets.open(purpose, sealed)?;
+            secrets.seal(
+                &crypto::token_binding(purpose, row.id, row.user_id),
+                plain.expose(),
+            )
+        };
+        let access = reseal(crypto::ACCESS_TOKEN, &row.access_token_enc);
+        let refresh = row
+            .refresh_token_enc
+            .as_deref()
+            .map(|r| reseal(crypto::REFRESH_TOKEN, r))
+            .transpose();
+        match (access, refresh) {
+            (Ok(access), Ok(refresh)) => {
+                store::platforms::set_tokens(
+                    &mut conn,
+                    row.id,
+                    &access,
+                    refresh.as_deref(),
+                    crypto::TOKEN_SEAL_BOUND,
+                )
+                .await?;
+                done += 1;
+            }
+            _ => tracing::warn!(
+                platform.id = row.id,
+                "a stored token could not be opened to re-seal it (was FEDIALT_SECRET_KEY changed?)"
+            ),
+        }
+    }
+    if done > 0 {
+        tracing::info!(
+            count = done,
+            "re-sealed stored tokens to their connection and owner"
+        );
+    }
+    Ok(done)
 }
 
 /// What to tell the person, naming what to fix.

@@ -59,38 +59,59 @@ impl AddressPolicy {
     }
 }
 
-/// Globally routable unicast, as far as fedialt is concerned.
+/// Globally routable unicast, as far as fedialt is concerned. IPv6 forms that carry an IPv4
+/// address (mapped, IPv4-compatible, 6to4, Teredo, NAT64) are judged by that address, or refused
+/// where it cannot be known.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64, may reach private v4
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
+}
+
+fn is_public_v4(v4: std::net::Ipv4Addr) -> bool {
+    let o = v4.octets();
+    !(v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast
+        || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+        || o[0] >= 240) // reserved, and the broadcast address
+}
+
+fn is_public_v6(v6: std::net::Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let embedded = |hi: u16, lo: u16| {
+        std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    // IPv4-compatible ::a.b.c.d (deprecated, but a stack may still route it as IPv4).
+    if s[..6].iter().all(|&x| x == 0) {
+        return !v6.is_unspecified() && !v6.is_loopback() && is_public_v4(embedded(s[6], s[7]));
+    }
+    // 6to4: 2002:AABB:CCDD::/48 carries the IPv4 address AA.BB.CC.DD.
+    if s[0] == 0x2002 {
+        return is_public_v4(embedded(s[1], s[2]));
+    }
+    // Teredo: 2001:0::/32 carries the server's IPv4 and the client's, the latter inverted.
+    if s[0] == 0x2001 && s[1] == 0 {
+        return is_public_v4(embedded(s[2], s[3])) && is_public_v4(embedded(!s[6], !s[7]));
+    }
+    !(v6.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64, well-known and local-use: may reach private v4
 }
 
 /// A resolver that refuses names resolving to addresses the policy does not permit.
@@ -156,25 +177,65 @@ pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
 mod tests {
     use super::*;
 
+    /// Every range the guard refuses, with an example inside it, and public neighbours that it
+    /// must let through.
     #[test]
     fn classifies_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
+        let refused = [
+            ("0.0.0.0/8 this network", "0.1.2.3"),
+            ("10.0.0.0/8 private", "10.1.2.3"),
+            ("100.64.0.0/10 shared (CGNAT)", "100.64.0.1"),
+            ("100.64.0.0/10 top", "100.127.255.254"),
+            ("127.0.0.0/8 loopback", "127.0.0.1"),
+            ("169.254.0.0/16 link-local (metadata)", "169.254.169.254"),
+            ("172.16.0.0/12 private", "172.16.0.1"),
+            ("192.0.0.0/24 IETF", "192.0.0.8"),
+            ("192.0.2.0/24 documentation", "192.0.2.1"),
+            ("192.88.99.0/24 6to4 relay", "192.88.99.1"),
+            ("192.168.0.0/16 private", "192.168.1.1"),
+            ("198.18.0.0/15 benchmarking", "198.19.0.1"),
+            ("198.51.100.0/24 documentation", "198.51.100.7"),
+            ("203.0.113.0/24 documentation", "203.0.113.9"),
+            ("224.0.0.0/4 multicast", "224.0.0.251"),
+            ("240.0.0.0/4 reserved", "240.0.0.1"),
+            ("255.255.255.255 broadcast", "255.255.255.255"),
+            ("::/128 unspecified", "::"),
+            ("::1/128 loopback", "::1"),
+            ("::ffff:0:0/96 mapped loopback", "::ffff:127.0.0.1"),
+            ("::ffff:0:0/96 mapped private", "::ffff:10.0.0.1"),
+            ("::/96 IPv4-compatible loopback", "::127.0.0.1"),
+            ("::/96 IPv4-compatible metadata", "::169.254.169.254"),
+            ("64:ff9b::/96 NAT64", "64:ff9b::a00:1"),
+            ("64:ff9b:1::/48 local NAT64", "64:ff9b:1::1"),
+            ("2001::/32 Teredo, private server", "2001:0:a00:1::1"),
+            (
+                "2001::/32 Teredo, loopback client",
+                "2001:0:808:808:0:0:80ff:fffe",
+            ),
+            ("2001:db8::/32 documentation", "2001:db8::1"),
+            ("2002::/16 6to4 of loopback", "2002:7f00:1::1"),
+            ("2002::/16 6to4 of private", "2002:c0a8:101::1"),
+            ("fc00::/7 unique local", "fd00::1"),
+            ("fe80::/10 link-local", "fe80::1"),
+            ("fec0::/10 site-local", "fec0::1"),
+            ("ff00::/8 multicast", "ff02::1"),
+        ];
+        for (range, example) in refused {
+            let ip: IpAddr = example.parse().unwrap();
+            assert!(!is_public(ip), "{range}: {example} must be refused");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
+        let public = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "198.20.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:808:808:0:0:f7f7:f7f7",
+        ];
+        for example in public {
+            assert!(is_public(example.parse().unwrap()), "{example} is public");
         }
     }
 

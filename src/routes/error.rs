@@ -20,6 +20,8 @@ pub enum AppError {
     NotFound,
     #[error("too many requests")]
     TooManyRequests { retry_after: u64, message: String },
+    #[error("busy: {0}")]
+    Busy(&'static str),
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -55,12 +57,30 @@ impl From<crate::crypto::CryptoError> for AppError {
 
 impl From<crate::auth::password::PasswordError> for AppError {
     fn from(e: crate::auth::password::PasswordError) -> Self {
-        AppError::Internal(anyhow::Error::new(e))
+        match e {
+            crate::auth::password::PasswordError::Busy => AppError::Busy(
+                "fedialt is checking many passwords at once right now. Nothing was changed; \
+                 please try again in a moment.",
+            ),
+            other => AppError::Internal(anyhow::Error::new(other)),
+        }
     }
 }
 
-fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpResponse {
+pub fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpResponse {
+    error_page_with_link(status, heading, message, None)
+}
+
+/// An error page that also offers the way on: (href, text).
+pub fn error_page_with_link(
+    status: StatusCode,
+    heading: &str,
+    message: &str,
+    link: Option<(&str, &str)>,
+) -> HttpResponse {
     let mut context = tera::Context::new();
+    context.insert("link_href", &link.map(|l| l.0));
+    context.insert("link_text", &link.map(|l| l.1));
     context.insert("title", heading);
     context.insert("heading", heading);
     context.insert("message", message);
@@ -83,7 +103,7 @@ impl ResponseError for AppError {
             AppError::Forbidden(_) | AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +136,14 @@ impl ResponseError for AppError {
                 if let Ok(v) = retry_after.to_string().parse() {
                     response.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
                 }
+                response
+            }
+            AppError::Busy(message) => {
+                let mut response = error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy right now", message);
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("1"),
+                );
                 response
             }
             AppError::Unavailable(cause) => {

@@ -39,9 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/platforms", web::get().to(platforms::list::show))
         .route("/platforms", web::post().to(platforms::add::submit))
-        .route(
-            "/platforms/oauth/start",
-            web::get().to(platforms::oauth::start),
+        .service(
+            web::resource("/platforms/oauth/start")
+                .route(web::post().to(platforms::oauth::start))
+                .route(web::get().to(platforms::oauth::start_by_get)),
         )
         .route(
             "/platforms/oauth/callback",
@@ -77,16 +78,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(error::not_found));
 }
 
-/// A same-site path to go to after signing in: a local absolute path, never another host.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains(['\r', '\n']) =>
-        {
-            n.to_owned()
+/// A same-site path to go to after signing in. Only a path that, resolved against the public URL,
+/// stays on its origin, with no control character, whitespace or backslash anywhere (browsers strip
+/// or reinterpret those, turning `/\t/evil.example` into another host); anything else means `/`.
+/// What comes back is the resolved path and query, percent-encoded, so it is always a valid header.
+pub fn safe_next(next: Option<&str>, public_url: &url::Url) -> String {
+    let Some(next) = next else {
+        return "/".to_owned();
+    };
+    let clean = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if !clean {
+        return "/".to_owned();
+    }
+    match public_url.join(next) {
+        Ok(resolved) if resolved.origin() == public_url.origin() => {
+            let path = &resolved[url::Position::BeforePath..url::Position::AfterQuery];
+            if path.starts_with('/') && !path.starts_with("//") {
+                path.to_owned()
+            } else {
+                "/".to_owned()
+            }
         }
         _ => "/".to_owned(),
     }
@@ -102,10 +117,30 @@ pub fn see_other(location: &str) -> actix_web::HttpResponse {
 mod tests {
     #[test]
     fn next_stays_on_site() {
-        assert_eq!(super::safe_next(Some("/account?x=1")), "/account?x=1");
-        assert_eq!(super::safe_next(Some("//evil.example")), "/");
-        assert_eq!(super::safe_next(Some("https://evil.example")), "/");
-        assert_eq!(super::safe_next(Some("/\\evil.example")), "/");
-        assert_eq!(super::safe_next(None), "/");
+        let public = url::Url::parse("http://127.0.0.1:8080").unwrap();
+        let next = |n: &str| super::safe_next(Some(n), &public);
+        assert_eq!(next("/account?x=1"), "/account?x=1");
+        assert_eq!(next("/caption_generation"), "/caption_generation");
+        assert_eq!(next("/a b"), "/");
+        assert_eq!(next("/caf\u{e9}"), "/caf%C3%A9");
+        for hostile in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\u{b}/evil.example",
+            "/\u{0}",
+            "/\r\nSet-Cookie: x=1",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "\\\\evil.example",
+            "evil.example",
+            "",
+            "/..//evil.example",
+        ] {
+            assert_eq!(next(hostile), "/", "{hostile:?}");
+        }
+        assert_eq!(super::safe_next(None, &public), "/");
     }
 }

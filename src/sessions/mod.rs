@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{keys, Cache, Entry, Kind};
-use crate::store::{self, sessions::SessionRow, Db, StoreError};
+use crate::store::sessions::{Lifetime, SessionRow, Written};
+use crate::store::{self, Db, StoreError};
 use crate::write_tx;
 
 type State = HashMap<String, String>;
@@ -38,6 +39,7 @@ pub struct TieredSessionStore {
     cache: Cache,
     use_redis: bool,
     idle: Duration,
+    limits: Lifetime,
     /// Sessions whose expiry is being slid right now, so a burst of views slides it once.
     touching: Arc<Mutex<HashSet<String>>>,
 }
@@ -46,6 +48,9 @@ pub struct TieredSessionStore {
 struct Cached {
     state: State,
     touched: i64,
+    /// The row's expiry when this copy was made (idle timeout or absolute lifetime, the sooner).
+    #[serde(default)]
+    expires: Option<i64>,
 }
 
 /// The table id (and Redis key part) of a session key: its SHA-256, so the key itself, the cookie's
@@ -71,18 +76,23 @@ fn user_of(state: &State) -> Option<i64> {
 }
 
 impl TieredSessionStore {
-    pub fn new(db: Db, cache: Cache, use_redis: bool, idle: Duration) -> Self {
+    /// `idle` is the sliding idle timeout, `max` the absolute lifetime from sign-in.
+    pub fn new(db: Db, cache: Cache, use_redis: bool, idle: Duration, max: Duration) -> Self {
         TieredSessionStore {
             db,
             use_redis: use_redis && cache.enabled(),
             cache,
             idle,
+            limits: Lifetime {
+                idle: idle.as_secs() as i64,
+                max: max.as_secs() as i64,
+            },
             touching: Arc::default(),
         }
     }
 
     fn idle_secs(&self) -> i64 {
-        self.idle.as_secs() as i64
+        self.limits.idle
     }
 
     /// How stale the table's expiry may get: a few minutes, less for short idle timeouts.
@@ -90,13 +100,18 @@ impl TieredSessionStore {
         (self.idle_secs() / 4).clamp(1, 300)
     }
 
-    async fn fill(&self, id: &str, version: i64, state: &State, touched: i64) {
+    async fn fill(&self, id: &str, version: i64, state: &State, touched: i64, expires: i64) {
         if !self.use_redis {
+            return;
+        }
+        let left = expires - store::now();
+        if left <= 0 {
             return;
         }
         let payload = match serde_json::to_vec(&Cached {
             state: state.clone(),
             touched,
+            expires: Some(expires),
         }) {
             Ok(p) => p,
             Err(_) => return,
@@ -108,7 +123,7 @@ impl TieredSessionStore {
                 &keys::session(id),
                 version,
                 &payload,
-                self.idle,
+                self.idle.min(Duration::from_secs(left as u64)),
             )
             .await
         {
@@ -117,7 +132,8 @@ impl TieredSessionStore {
     }
 
     /// Reads the session from the table and puts it back into Redis. Slides the table's expiry
-    /// (a write that bumps the row's version) when it is a few minutes old, or `always_slide`.
+    /// (a write of the expiry alone, which bumps the row's version) when it is a few minutes old, or
+    /// `always_slide`.
     async fn load_from_db(
         &self,
         id: &str,
@@ -125,31 +141,28 @@ impl TieredSessionStore {
     ) -> Result<Option<State>, StoreError> {
         let now = store::now();
         let mut conn = self.db.conn().await?;
-        let Some(row) = store::sessions::live(&mut conn, id, now).await? else {
+        let Some(row) = store::sessions::live(&mut conn, id, now, self.limits).await? else {
             return Ok(None);
         };
-        let state: State = serde_json::from_str(&row.state)
-            .map_err(|e| StoreError::Corrupt(format!("session state: {e}")))?;
-        let (version, touched) = if always_slide || now - row.last_seen_at >= self.touch_every() {
-            let expires = now + self.idle_secs();
-            match store::sessions::update_state(
-                &mut conn,
-                id,
-                row.user_id,
-                &row.state,
-                now,
-                expires,
-            )
-            .await?
-            {
-                Some(v) => (v, now),
+        let (written, touched) = if always_slide || now - row.last_seen_at >= self.touch_every() {
+            match store::sessions::slide(&mut conn, id, now, self.limits).await? {
+                Some(written) => (written, now),
                 None => return Ok(None),
             }
         } else {
-            (row.version, row.last_seen_at)
+            let touched = row.last_seen_at;
+            let written = Written {
+                version: row.version,
+                expires_at: row.expires_at,
+                state: row.state,
+            };
+            (written, touched)
         };
         drop(conn);
-        self.fill(id, version, &state, touched).await;
+        let state: State = serde_json::from_str(&written.state)
+            .map_err(|e| StoreError::Corrupt(format!("session state: {e}")))?;
+        self.fill(id, written.version, &state, touched, written.expires_at)
+            .await;
         Ok(Some(state))
     }
 
@@ -179,6 +192,7 @@ impl TieredSessionStore {
         let key = URL_SAFE_NO_PAD.encode(raw);
         let id = session_id(&key);
         let now = store::now();
+        let expires_at = now + self.limits.idle.min(self.limits.max);
         let row = SessionRow {
             id: id.clone(),
             user_id: user_of(&state),
@@ -186,14 +200,64 @@ impl TieredSessionStore {
             version: 1,
             created_at: now,
             last_seen_at: now,
-            expires_at: now + self.idle_secs(),
+            expires_at,
             user_agent: None,
         };
         let mut conn = self.db.conn().await?;
         store::sessions::insert(&mut conn, &row).await?;
         drop(conn);
-        self.fill(&id, 1, &state, now).await;
+        self.fill(&id, 1, &state, now, expires_at).await;
         Ok(key)
+    }
+
+    /// Writes a live session's new state (database, outbox, then Redis). False when the session
+    /// is gone, expired or past its lifetime: then nothing is written anywhere.
+    async fn write_state(&self, id: &str, state: State) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = store::now();
+        let use_outbox = self.use_redis;
+        let limits = self.limits;
+        let mut conn = self.db.conn().await?;
+        let updated: Option<(Written, Option<i64>)> = write_tx!(conn, {
+            let written =
+                store::sessions::update_state(&mut conn, id, user_of(&state), &text, now, limits)
+                    .await?;
+            match written {
+                Some(w) if use_outbox => {
+                    let outbox =
+                        store::outbox::push(&mut conn, &keys::session(id), w.version).await?;
+                    Ok(Some((w, Some(outbox))))
+                }
+                Some(w) => Ok(Some((w, None))),
+                None => Ok(None),
+            }
+        })?;
+        let Some((written, outbox)) = updated else {
+            return Ok(false);
+        };
+        if let Some(outbox) = outbox {
+            let payload = serde_json::to_vec(&Cached {
+                state,
+                touched: now,
+                expires: Some(written.expires_at),
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let left = (written.expires_at - now).max(1) as u64;
+            let cached = self
+                .cache
+                .put_if_newer(
+                    Kind::Session,
+                    &keys::session(id),
+                    written.version,
+                    &payload,
+                    self.idle.min(Duration::from_secs(left)),
+                )
+                .await;
+            if cached.is_ok() {
+                store::outbox::remove(&mut conn, &[outbox]).await?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -249,11 +313,14 @@ impl SessionStore for TieredSessionStore {
                     let decoded = crate::cache::decoded::decode_memoized(&payload, |p| {
                         serde_json::from_slice::<Cached>(p).ok()
                     });
+                    let now = store::now();
                     match decoded {
-                        // Idle past the timeout: the table decides (it has ended it).
-                        Some(cached) if store::now() - cached.touched >= self.idle_secs() => {}
+                        // Idle past the timeout, or past the lifetime: the table decides.
+                        Some(cached)
+                            if now - cached.touched >= self.idle_secs()
+                                || cached.expires.is_some_and(|e| now >= e) => {}
                         Some(cached) => {
-                            if store::now() - cached.touched >= self.touch_every() {
+                            if now - cached.touched >= self.touch_every() {
                                 self.spawn_touch(id);
                             }
                             return Ok(Some(cached.state));
@@ -288,64 +355,17 @@ impl SessionStore for TieredSessionStore {
         _ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
         let id = session_id(session_key.as_ref());
-        let result = async {
-            let text =
-                serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let now = store::now();
-            let use_outbox = self.use_redis;
-            let mut conn = self.db.conn().await?;
-            let updated: Option<(i64, Option<i64>)> = write_tx!(conn, {
-                let version = store::sessions::update_state(
-                    &mut conn,
-                    &id,
-                    user_of(&state),
-                    &text,
-                    now,
-                    now + self.idle_secs(),
-                )
-                .await?;
-                match version {
-                    Some(v) if use_outbox => {
-                        let outbox = store::outbox::push(&mut conn, &keys::session(&id), v).await?;
-                        Ok(Some((v, Some(outbox))))
-                    }
-                    Some(v) => Ok(Some((v, None))),
-                    None => Ok(None),
-                }
-            })?;
-            match updated {
-                None => {
-                    drop(conn);
-                    self.insert_new(state).await
-                }
-                Some((version, outbox)) => {
-                    let payload = serde_json::to_vec(&Cached {
-                        state,
-                        touched: now,
-                    })
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    if let Some(outbox) = outbox {
-                        let cached = self
-                            .cache
-                            .put_if_newer(
-                                Kind::Session,
-                                &keys::session(&id),
-                                version,
-                                &payload,
-                                self.idle,
-                            )
-                            .await;
-                        if cached.is_ok() {
-                            store::outbox::remove(&mut conn, &[outbox]).await?;
-                        }
-                    }
-                    Ok(session_key.as_ref().to_owned())
-                }
-            }
+        let written = self
+            .write_state(&id, state)
+            .await
+            .map_err(|e| UpdateError::Other(anyhow::Error::new(e)))?;
+        if !written {
+            // Ended (signed out, password changed, ended from /account) or expired while this
+            // request ran: it ends as a visitor's. Its cookie names a session that no longer exists,
+            // and nothing is written under it or under a new key.
+            tracing::info!("a request finished on a session that had ended; nothing was saved");
         }
-        .await
-        .map_err(|e| UpdateError::Other(anyhow::Error::new(e)))?;
-        SessionKey::try_from(result).map_err(|e| UpdateError::Other(anyhow::Error::new(e)))
+        Ok(session_key)
     }
 
     async fn update_ttl(

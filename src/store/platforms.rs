@@ -29,6 +29,8 @@ pub struct PlatformRow {
     pub needs_reauth: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// How the tokens are sealed (crypto::TOKEN_SEAL_BOUND, or 1 for rows from before it).
+    pub token_seal: i32,
 }
 
 #[derive(Insertable)]
@@ -48,6 +50,7 @@ pub struct NewPlatform<'a> {
     pub needs_reauth: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    pub token_seal: i32,
 }
 
 pub async fn for_user(conn: &mut Conn, user_id: i64) -> Result<Vec<PlatformRow>, StoreError> {
@@ -98,13 +101,40 @@ pub async fn insert(conn: &mut Conn, new: &NewPlatform<'_>) -> Result<i64, Store
         .await)?)
 }
 
-/// A fresh token for an existing connection: clears "needs a new token".
-#[allow(clippy::too_many_arguments)]
-pub async fn refresh_connection(
+/// Stores a connection's sealed tokens, and how they are sealed.
+pub async fn set_tokens(
     conn: &mut Conn,
     id: i64,
     access_token_enc: &str,
     refresh_token_enc: Option<&str>,
+    token_seal: i32,
+) -> Result<(), StoreError> {
+    run!(conn, |c| diesel::update(pc::table.find(id))
+        .set((
+            pc::access_token_enc.eq(access_token_enc),
+            pc::refresh_token_enc.eq(refresh_token_enc),
+            pc::token_seal.eq(token_seal),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// Connections whose tokens are still sealed the old way.
+pub async fn with_token_seal(conn: &mut Conn, seal: i32) -> Result<Vec<PlatformRow>, StoreError> {
+    Ok(run!(conn, |c| pc::table
+        .filter(pc::token_seal.eq(seal))
+        .order(pc::id.asc())
+        .select(PlatformRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// A fresh token for an existing connection: clears "needs a new token". The tokens themselves
+/// are stored with `set_tokens`, sealed to the row.
+pub async fn refresh_connection(
+    conn: &mut Conn,
+    id: i64,
     account_username: &str,
     display_name: &str,
     platform_type: &str,
@@ -113,8 +143,6 @@ pub async fn refresh_connection(
 ) -> Result<(), StoreError> {
     run!(conn, |c| diesel::update(pc::table.find(id))
         .set((
-            pc::access_token_enc.eq(access_token_enc),
-            pc::refresh_token_enc.eq(refresh_token_enc),
             pc::account_username.eq(account_username),
             pc::display_name.eq(display_name),
             pc::platform_type.eq(platform_type),

@@ -32,6 +32,7 @@ diesel::table! {
         needs_reauth -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        token_seal -> Integer,
     }
 }
 

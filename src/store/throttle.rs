@@ -23,15 +23,17 @@ pub async fn get(
         .optional())?)
 }
 
-/// Counts one failure: a window older than `window_secs` starts over.
-pub async fn record_failure(
+/// Counts one attempt and returns (count, window_start) as the row now has them: one atomic
+/// upsert, so concurrent attempts each see their own count. A window older than `window_secs`
+/// starts over.
+pub async fn record_attempt(
     conn: &mut Conn,
     scope: &str,
     window_secs: i64,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<(i32, i64), StoreError> {
     let fresh = now - window_secs;
-    run!(conn, |c| {
+    Ok(run!(conn, |c| {
         diesel::insert_into(login_throttle::table)
         .values((
             login_throttle::scope_key.eq(scope),
@@ -48,16 +50,18 @@ pub async fn record_failure(
                 "CASE WHEN login_throttle.window_start > {fresh} THEN login_throttle.window_start ELSE {now} END"
             ))),
         ))
-        .execute(c)
+        .returning((login_throttle::failures, login_throttle::window_start))
+        .get_result::<(i32, i64)>(c)
         .await
-    })?;
-    Ok(())
+    })?)
 }
 
-pub async fn clear(conn: &mut Conn, scope: &str) -> Result<(), StoreError> {
-    run!(conn, |c| diesel::delete(login_throttle::table.find(scope))
-        .execute(c)
-        .await)?;
+pub async fn clear(conn: &mut Conn, scopes: &[String]) -> Result<(), StoreError> {
+    run!(conn, |c| diesel::delete(
+        login_throttle::table.filter(login_throttle::scope_key.eq_any(scopes))
+    )
+    .execute(c)
+    .await)?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::{web, Error};
 use rand::Rng;
 use tracing::Instrument;
@@ -15,12 +15,18 @@ pub const CSP: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+/// `https`: people reach the app over https (FEDIALT_PUBLIC_URL), so browsers are told to keep to it.
+pub fn security_headers(https: bool) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
         .add(("Content-Security-Policy", CSP))
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("Referrer-Policy", "same-origin"))
-        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Frame-Options", "DENY"));
+    if https {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
 }
 
 /// One span per request, with a request id (also sent back as X-Request-Id). Logs method, path
@@ -59,4 +65,62 @@ pub async fn request_span(
             .insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
+}
+
+/// Errors that actix-web answers by itself (an id that is not a number, a malformed form, a body
+/// too large, a method a route does not take) come as plain text. This gives them the app's own
+/// shape: the error page, or JSON on JSON routes. Responses the app made itself pass untouched.
+pub fn error_shapes<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler_client(reshape)
+}
+
+fn reshape<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let ours = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
+    let status = res.status();
+    if ours || status.is_redirection() {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let (heading, message) = match status.as_u16() {
+        404 => (
+            "Page not found",
+            "There is nothing here, or it belongs to someone else.",
+        ),
+        405 => (
+            "Not available this way",
+            "This address does not take that kind of request. Nothing was changed.",
+        ),
+        413 => (
+            "Too large",
+            "The request was larger than fedialt accepts. Nothing was changed.",
+        ),
+        415 => (
+            "Unsupported format",
+            "The request's body is not in a format this address takes. Nothing was changed.",
+        ),
+        _ => (
+            "The request could not be read",
+            "Something in the request was malformed (a field, a value or the address), so \
+             nothing was changed. Go back, reload the page and try again.",
+        ),
+    };
+    let (req, original) = res.into_parts();
+    let mut replacement = if crate::auth::user::wants_json(&req) {
+        actix_web::HttpResponse::build(status).json(serde_json::json!({ "error": message }))
+    } else {
+        crate::routes::error::error_page(status, heading, message)
+    };
+    for name in [ALLOW, RETRY_AFTER] {
+        if let Some(value) = original.headers().get(&name) {
+            replacement.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, replacement).map_into_right_body(),
+    ))
 }

@@ -162,10 +162,10 @@ async fn housekeeping_removes_expired_sessions_and_old_counters(b: Backend) {
     )
     .await
     .unwrap();
-    fedialt::store::throttle::record_failure(&mut conn, "user:old", 900, now - 2_000)
+    fedialt::store::throttle::record_attempt(&mut conn, "user:old", 900, now - 2_000)
         .await
         .unwrap();
-    fedialt::store::throttle::record_failure(&mut conn, "user:fresh", 900, now)
+    fedialt::store::throttle::record_attempt(&mut conn, "user:fresh", 900, now)
         .await
         .unwrap();
     drop(conn);

@@ -263,3 +263,190 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A `fedialt serve` process, killed when dropped.
+struct Serving {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_binary(dir: &std::path::Path, env: &[(&str, String)]) -> Serving {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedialt"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FEDIALT_DATA_DIR", dir)
+        .env("FEDIALT_BIND", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", "none")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let serving = Serving {
+        child: cmd.spawn().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = new_client();
+    let url = format!("{}/healthz", serving.base);
+    assert!(
+        eventually(std::time::Duration::from_secs(20), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(url).send().await.is_ok() }
+        })
+        .await,
+        "fedialt serve came up"
+    );
+    serving
+}
+
+/// Signs in on a running binary; the client keeps the session.
+async fn sign_in_on(base: &str, client: &reqwest::Client, username: &str, password: &str) {
+    let page = client
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = csrf_from(&page);
+    let r = client
+        .post(format!("{base}/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "signed in");
+}
+
+/// With HTTP(S)_PROXY in the environment, instance requests still go straight out through the
+/// address guard, never to the proxy (which would resolve the target itself, past the guard).
+/// Also: the data folder and the SQLite files are private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_does_not_get_past_the_guard() {
+    let dir = temp_dir();
+    let password = "a long enough password";
+    let (code, _, stderr) = fedialt(
+        &dir,
+        &[("FEDIALT_ADMIN_PASSWORD", password)],
+        &[
+            "create-admin",
+            "--username",
+            "root",
+            "--email",
+            "root@example.org",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let contacted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = contacted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let mut env: Vec<(&str, String)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, proxy_url.clone()))
+    .collect();
+    env.push((
+        "FEDIALT_DNS_OVERRIDES",
+        "metadata.example=169.254.169.254,local.example=127.0.0.1".into(),
+    ));
+    let app = serve_binary(&dir, &env).await;
+    let client = new_client();
+    sign_in_on(&app.base, &client, "root", password).await;
+    let page = client
+        .get(format!("{}/platforms", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_from(&page);
+    for instance in [
+        "https://metadata.example",
+        "https://local.example",
+        "https://127.0.0.1",
+        "https://[::ffff:127.0.0.1]",
+    ] {
+        let r = client
+            .post(format!("{}/platforms", app.base))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("instance_url", instance),
+                ("access_token", "anything"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 422, "{instance}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("private, loopback or link-local"),
+            "{instance}: {body}"
+        );
+    }
+    assert_eq!(
+        contacted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went to the proxy"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.clone()), 0o700, "the data folder");
+        assert_eq!(
+            mode(dir.join("fedialt.sqlite3")),
+            0o600,
+            "the database file"
+        );
+        assert_eq!(
+            mode(dir.join("fedialt.sqlite3-wal")),
+            0o600,
+            "its write-ahead log"
+        );
+        assert_eq!(mode(dir.join("secret.key")), 0o600, "the key file");
+    }
+    drop(app);
+
+    // A key file others can read stops the start, saying how to fix it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("secret.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, stderr) = fedialt(&dir, &[], &["serve"]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("chmod 600"), "{stderr}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

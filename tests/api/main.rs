@@ -7,6 +7,7 @@ mod caption;
 mod cli;
 mod csrf_and_access;
 mod fakes;
+mod hardening;
 mod health;
 mod helpers;
 mod login;

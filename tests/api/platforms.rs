@@ -102,7 +102,10 @@ async fn token_path_success_on_mastodon(b: Backend) {
     let opened = app
         .state
         .secrets
-        .open(fedialt::crypto::ACCESS_TOKEN, &rows[0].access_token_enc)
+        .open(
+            &fedialt::crypto::token_binding(fedialt::crypto::ACCESS_TOKEN, rows[0].id, user.id),
+            &rows[0].access_token_enc,
+        )
         .unwrap();
     assert_eq!(opened.expose(), "tok-alice-secret");
     let redis = app.redis_values(SHARED_REDIS).await;
@@ -270,7 +273,14 @@ async fn the_same_account_again_updates_instead_of_duplicating(b: Backend) {
     assert_eq!(
         app.state
             .secrets
-            .open(fedialt::crypto::ACCESS_TOKEN, &rows[0].access_token_enc)
+            .open(
+                &fedialt::crypto::token_binding(
+                    fedialt::crypto::ACCESS_TOKEN,
+                    rows[0].id,
+                    rows[0].user_id
+                ),
+                &rows[0].access_token_enc
+            )
             .unwrap()
             .expose(),
         "second-token"
@@ -384,10 +394,18 @@ async fn rename_default_switch_delete_and_other_peoples_ids(b: Backend) {
     assert_eq!(app.platform_rows(mallory.id).await[0].id, theirs);
 }
 
+/// POST /platforms/oauth/start, as the form on /platforms sends it.
+async fn oauth_start(app: &TestApp, instance_url: &str) -> reqwest::Response {
+    let csrf = app.csrf().await;
+    app.post_form(
+        "/platforms/oauth/start",
+        &[("csrf_token", &csrf), ("instance_url", instance_url)],
+    )
+    .await
+}
+
 async fn oauth_flow(app: &TestApp, fake: &FakeInstance) -> reqwest::Response {
-    let start = app
-        .get(&format!("/platforms/oauth/start?instance_url={}", fake.url))
-        .await;
+    let start = oauth_start(app, &fake.url).await;
     assert_eq!(
         start.status().as_u16(),
         303,
@@ -449,7 +467,14 @@ async fn oauth_success_on_both_flavours(b: Backend) {
     assert_eq!(
         app.state
             .secrets
-            .open(fedialt::crypto::REFRESH_TOKEN, refresh)
+            .open(
+                &fedialt::crypto::token_binding(
+                    fedialt::crypto::REFRESH_TOKEN,
+                    rows[0].id,
+                    user.id
+                ),
+                refresh
+            )
             .unwrap()
             .expose(),
         "refresh-oauth-token-m"
@@ -472,9 +497,7 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
     let (app, user) = signed_in(b, Options::default()).await;
 
     // A forged callback (wrong state).
-    let start = app
-        .get(&format!("/platforms/oauth/start?instance_url={}", fake.url))
-        .await;
+    let start = oauth_start(&app, &fake.url).await;
     let back = app.client.get(location(&start)).send().await.unwrap();
     let callback = location(&back);
     let forged = callback.replace("state=", "state=x");
@@ -522,17 +545,15 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
         .unwrap()
         .contains("answered with an error (HTTP 500)"));
 
-    let r = app
-        .get("/platforms/oauth/start?instance_url=http%3A%2F%2F127.0.0.1%3A1")
-        .await;
-    assert_eq!(location(&r), "/platforms");
-    assert!(app
-        .get("/platforms")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("could not reach that instance"));
+    // A refused start shows the page again, with the typed address kept in its field.
+    let r = oauth_start(&app, "http://127.0.0.1:1").await;
+    assert_eq!(r.status().as_u16(), 422);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("could not reach that instance"), "{page}");
+    assert!(
+        page.contains(&format!("value=\"{}\"", escaped("http://127.0.0.1:1"))),
+        "the typed address is kept: {page}"
+    );
     assert!(app.platform_rows(user.id).await.is_empty());
 }
 

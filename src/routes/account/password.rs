@@ -6,7 +6,7 @@ use actix_web_flash_messages::FlashMessage;
 use serde::Deserialize;
 
 use super::{current_session_id, page::render};
-use crate::auth::{password, CurrentUser};
+use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::domain::NewPassword;
 use crate::routes::error::AppError;
@@ -32,13 +32,22 @@ pub async fn change(
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
     let form = form.into_inner();
+    let permit = state.passwords.try_permit()?;
     let mut conn = state.db.conn().await?;
     let row = store::users::by_id(&mut conn, user.uid)
         .await?
         .ok_or(AppError::NotFound)?;
     drop(conn);
     let mut errors = Vec::new();
-    if !password::verify(Secret::new(form.current_password), Some(row.password_hash)).await? {
+    let current_ok = state
+        .passwords
+        .verify(
+            permit,
+            Secret::new(form.current_password),
+            Some(row.password_hash),
+        )
+        .await?;
+    if !current_ok {
         errors.push((
             "current_password",
             "Current password: this is not your current password.".to_owned(),
@@ -62,7 +71,8 @@ pub async fn change(
             .await
         }
     };
-    let hash = password::hash(new.into_secret()).await?;
+    let permit = state.passwords.try_permit()?;
+    let hash = state.passwords.hash(permit, new.into_secret()).await?;
     let keep = current_session_id(&req, &state.keys);
     let mut conn = state.db.conn().await?;
     store::users::set_password_hash(&mut conn, user.uid, &hash).await?;

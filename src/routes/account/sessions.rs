@@ -25,7 +25,7 @@ pub async fn end(
     user.check_csrf(&form.csrf_token)?;
     let id = path.into_inner();
     let mut conn = state.db.conn().await?;
-    let mine = store::sessions::live(&mut conn, &id, store::now())
+    let mine = store::sessions::live(&mut conn, &id, store::now(), state.config.session_limits())
         .await?
         .is_some_and(|s| s.user_id == Some(user.uid));
     drop(conn);

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::IncomingFlashMessages;
 use serde::Deserialize;
 
-use crate::auth::{csrf, password, user::session_user, SessionUser};
+use crate::auth::{csrf, user::session_user, SessionUser};
 use crate::config::Secret;
 use crate::routes::error::AppError;
 use crate::routes::platforms::pick_current;
@@ -45,10 +45,19 @@ async fn login_page(
     next: &str,
     error: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
-    let existing = csrf::login_token_from(req, &state.keys.csrf);
+    let secure = state.config.secure_cookies();
+    // The token the visitor already has, while it has at least an hour left (so a form filled in
+    // slowly still goes through); a fresh one otherwise.
+    let existing = csrf::login_token_from(req, &state.keys.csrf, secure).filter(|t| {
+        csrf::login_token_valid(
+            &state.keys.csrf,
+            t,
+            store::now() + csrf::LOGIN_TOKEN_SECS / 2,
+        )
+    });
     let token = existing
         .clone()
-        .unwrap_or_else(|| csrf::new_login_token(&state.keys.csrf));
+        .unwrap_or_else(|| csrf::new_login_token(&state.keys.csrf, store::now()));
     let mut conn = state.db.conn().await?;
     let no_users = store::users::count(&mut conn).await? == 0;
     drop(conn);
@@ -60,7 +69,7 @@ async fn login_page(
         .with("no_users", &no_users)
         .render_status(status, "auth/login.html")?;
     if existing.is_none() {
-        response.add_cookie(&csrf::login_cookie(&token, state.config.secure_cookies()))?;
+        response.add_cookie(&csrf::login_cookie(&token, secure))?;
     }
     Ok(response)
 }
@@ -71,7 +80,7 @@ pub async fn form(
     query: web::Query<NextQuery>,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let next = safe_next(query.next.as_deref());
+    let next = safe_next(query.next.as_deref(), &state.config.public_url);
     if session_user(&req).is_some() {
         return Ok(see_other(&next));
     }
@@ -87,15 +96,16 @@ pub async fn form(
     .await
 }
 
-/// The account these credentials sign in to, if any; counts a failure otherwise. Refuses with 429
-/// while the username or the address is paused, even with the right password.
+/// The account these credentials sign in to, if any. The attempt is counted before the password is
+/// checked, and refused with 429 while the username or the address is paused, even with the right
+/// password; then with 503 at once when too many checks are already running.
 async fn authenticate(
     state: &AppState,
     username: &str,
     password: String,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Option<UserRow>, AppError> {
-    if let Some(wait) = state.throttle.locked_for(username, ip).await? {
+    if let Some(wait) = state.throttle.attempt(username, ip).await? {
         let minutes = wait.div_ceil(60);
         return Err(AppError::TooManyRequests {
             retry_after: wait,
@@ -106,20 +116,22 @@ async fn authenticate(
             ),
         });
     }
+    // Counted first: a burst that finds every check busy still spends its attempts.
+    let permit = state.passwords.try_permit()?;
     let mut conn = state.db.conn().await?;
     let user = store::users::by_username(&mut conn, username).await?;
     drop(conn);
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = password::verify(Secret::new(password), stored).await?;
+    let verified = state
+        .passwords
+        .verify(permit, Secret::new(password), stored)
+        .await?;
     match user {
         Some(user) if verified && user.active => {
-            state.throttle.clear(username).await?;
+            state.throttle.succeeded(username, ip).await?;
             Ok(Some(user))
         }
-        _ => {
-            state.throttle.record_failure(username, ip).await?;
-            Ok(None)
-        }
+        _ => Ok(None),
     }
 }
 
@@ -128,6 +140,8 @@ async fn start_session(state: &AppState, session: &Session, user: UserRow) -> Re
     let mut conn = state.db.conn().await?;
     store::users::record_login(&mut conn, user.id).await?;
     drop(conn);
+    // Nothing from before sign-in survives it (a pending OAuth state, another person's choices).
+    session.clear();
     session.renew();
     let uid = user.id;
     session.insert(
@@ -153,10 +167,11 @@ pub async fn submit(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    if !csrf::login_form_ok(&req, &state.keys.csrf, &form.csrf_token) {
+    let secure = state.config.secure_cookies();
+    if !csrf::login_form_ok(&req, &state.keys.csrf, secure, &form.csrf_token) {
         return Err(AppError::Csrf);
     }
-    let next = safe_next(form.next.as_deref());
+    let next = safe_next(form.next.as_deref(), &state.config.public_url);
     let username = form.username.trim().to_lowercase();
     let ip = state.client_ip(&req);
     match authenticate(&state, &username, form.password, ip).await? {

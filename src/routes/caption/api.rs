@@ -72,6 +72,18 @@ pub async fn update(
             "Send the page's CSRF token in the X-CSRF-Token header.",
         ));
     }
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Ok(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Send the body as JSON, with Content-Type: application/json.",
+        ));
+    }
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
         return Ok(error(
             StatusCode::BAD_REQUEST,

@@ -86,6 +86,7 @@ pub async fn submit(
         instance_url: form.instance_url.clone(),
         name: form.name.clone(),
         platform_type: form.platform_type.clone(),
+        ..AddForm::default()
     };
     let refused = |errors: FieldErrors| {
         let state = state.clone();

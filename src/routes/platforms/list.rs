@@ -29,6 +29,8 @@ pub struct AddForm {
     pub instance_url: String,
     pub name: String,
     pub platform_type: String,
+    /// The address typed into the OAuth form, kept when connecting failed.
+    pub oauth_instance_url: String,
 }
 
 pub async fn render(

@@ -2,6 +2,7 @@
 //! the instance to authorize, take the code back, exchange it, verify and save.
 
 use actix_session::Session;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use serde::{Deserialize, Serialize};
@@ -18,19 +19,33 @@ use crate::state::AppState;
 use crate::store;
 
 #[derive(Deserialize)]
-pub struct StartQuery {
+pub struct StartForm {
     #[serde(default)]
     instance_url: String,
     #[serde(default)]
     platform_type: String,
+    #[serde(default)]
+    csrf_token: String,
 }
 
-/// What the session remembers between the redirect to the instance and the way back.
+/// How long a started connection waits for the instance's answer.
+const PENDING_FOR_SECS: i64 = 10 * 60;
+
+/// What the session remembers between the redirect to the instance and the way back. It lives in
+/// the session that started it, is taken out by the first answer, and expires after ten minutes.
 #[derive(Serialize, Deserialize)]
 struct Pending {
     state: String,
     instance_url: String,
     platform_type: PlatformType,
+    #[serde(default)]
+    started_at: i64,
+}
+
+impl Pending {
+    fn expired(&self, now: i64) -> bool {
+        !(self.started_at..self.started_at + PENDING_FOR_SECS).contains(&now)
+    }
 }
 
 fn back_with(message: impl Into<String>) -> HttpResponse {
@@ -92,39 +107,98 @@ async fn app_for(
     Ok(Ok(app))
 }
 
+/// A GET on the start route: connecting changes things, so it only starts from the form (a POST
+/// with the CSRF token); a link cannot connect someone's fedialt to another account.
+pub async fn start_by_get() -> HttpResponse {
+    let mut response = crate::routes::error::error_page_with_link(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Start from Connected accounts",
+        "Connecting an account starts from the form on the Connected accounts page, so that a \
+         link from elsewhere cannot connect an account you did not choose.",
+        Some(("/platforms", "Go to Connected accounts")),
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static("POST"),
+    );
+    response
+}
+
+/// The /platforms page again, with the typed address kept and what to fix.
+async fn refused(
+    state: &AppState,
+    user: &CurrentUser,
+    session: &Session,
+    typed: &str,
+    message: String,
+) -> Result<HttpResponse, AppError> {
+    let form = super::list::AddForm {
+        oauth_instance_url: typed.to_owned(),
+        ..Default::default()
+    };
+    super::list::render(
+        state,
+        user,
+        session,
+        None,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &form,
+        &[("oauth_instance_url", message)],
+    )
+    .await
+}
+
 pub async fn start(
-    // Only signed-in people start a connection.
-    _user: CurrentUser,
+    user: CurrentUser,
     state: web::Data<AppState>,
     session: Session,
-    query: web::Query<StartQuery>,
+    form: web::Form<StartForm>,
 ) -> Result<HttpResponse, AppError> {
-    let instance = match InstanceUrl::parse(&query.instance_url, |u| {
-        state.instances.policy().allows_http(u)
-    }) {
+    user.check_csrf(&form.csrf_token)?;
+    let typed = form.instance_url.trim();
+    let instance = match InstanceUrl::parse(typed, |u| state.instances.policy().allows_http(u)) {
         Ok(i) => i,
-        Err(m) => return Ok(back_with(format!("Instance address {m}."))),
+        Err(m) => {
+            return refused(
+                &state,
+                &user,
+                &session,
+                typed,
+                format!("Instance address {m}."),
+            )
+            .await
+        }
     };
-    let chosen = match PlatformType::parse(&query.platform_type) {
+    let chosen = match PlatformType::parse(&form.platform_type) {
         Ok(t) => t,
-        Err(m) => return Ok(back_with(format!("Platform type {m}."))),
+        Err(m) => {
+            return refused(
+                &state,
+                &user,
+                &session,
+                typed,
+                format!("Platform type {m}."),
+            )
+            .await
+        }
     };
     let platform_type = match chosen {
         Some(t) => t,
         None => match state.instances.instance_info(&instance).await {
             Ok(info) => info.platform_type,
-            Err(e) => return Ok(back_with(connect::explain(&e))),
+            Err(e) => return refused(&state, &user, &session, typed, connect::explain(&e)).await,
         },
     };
     let scopes = platform_type.oauth_scopes();
     let app = match app_for(&state, &instance, scopes).await? {
         Ok(app) => app,
-        Err(message) => return Ok(back_with(message)),
+        Err(message) => return refused(&state, &user, &session, typed, message).await,
     };
     let pending = Pending {
         state: csrf::random_token(),
         instance_url: instance.as_str().to_owned(),
         platform_type,
+        started_at: store::now(),
     };
     let mut authorize = url::Url::parse(&instance.join("/oauth/authorize"))
         .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
@@ -155,7 +229,7 @@ fn accept_answer(
     let pending: Option<Pending> = session
         .remove(OAUTH_KEY)
         .and_then(|raw| serde_json::from_str(&raw).ok());
-    let Some(pending) = pending else {
+    let Some(pending) = pending.filter(|p| !p.expired(store::now())) else {
         return Err("That sign-in link has expired or was already used. Start connecting the account again.");
     };
     if !query
@@ -213,4 +287,26 @@ pub async fn callback(
     Ok(super::connect_and_use(&state, &session, &user, new)
         .await?
         .unwrap_or_else(|e| back_with(connect::explain(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_connection_lasts_ten_minutes() {
+        let pending = Pending {
+            state: "s".into(),
+            instance_url: "https://social.example".into(),
+            platform_type: PlatformType::Mastodon,
+            started_at: 1_000,
+        };
+        assert!(!pending.expired(1_000));
+        assert!(!pending.expired(1_000 + 599));
+        assert!(pending.expired(1_000 + 600));
+        assert!(
+            pending.expired(999),
+            "a clock that went back does not extend it"
+        );
+    }
 }

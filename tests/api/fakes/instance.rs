@@ -42,6 +42,13 @@ pub struct FakeState {
     /// Every /api/v1/instance request is redirected here when set.
     pub redirect_instance_to: Option<String>,
     pub registered_scopes: Vec<String>,
+    /// When set, verify_credentials waits for a permit here before it answers (a slow instance
+    /// that a test releases when it is ready).
+    pub hold_verify: Option<Arc<tokio::sync::Semaphore>>,
+    /// verify_credentials calls that have arrived.
+    pub verify_calls: usize,
+    /// Overrides the account fields verify_credentials sends (display_name, acct).
+    pub account_override: Option<(String, String)>,
 }
 
 pub struct FakeInstance {
@@ -198,10 +205,24 @@ async fn verify_credentials(shared: web::Data<Shared>, req: HttpRequest) -> Http
     if shared.flavor == Flavor::NotMastodon {
         return html();
     }
-    let account = bearer(&req).and_then(|t| shared.state.lock().unwrap().accounts.get(&t).cloned());
+    let hold = {
+        let mut state = shared.state.lock().unwrap();
+        state.verify_calls += 1;
+        state.hold_verify.clone()
+    };
+    if let Some(hold) = hold {
+        hold.acquire().await.unwrap().forget();
+    }
+    let (account, over) = {
+        let state = shared.state.lock().unwrap();
+        let account = bearer(&req).and_then(|t| state.accounts.get(&t).cloned());
+        (account, state.account_override.clone())
+    };
     match account {
         Some(a) => HttpResponse::Ok().json(json!({
-            "id": a.id, "username": a.username, "acct": a.username, "display_name": a.display_name,
+            "id": a.id, "username": a.username,
+            "acct": over.as_ref().map(|o| o.1.clone()).unwrap_or(a.username.clone()),
+            "display_name": over.as_ref().map(|o| o.0.clone()).unwrap_or(a.display_name.clone()),
             "locked": false, "bot": false, "note": "", "url": "https://example/@x", "avatar": "", "followers_count": 0
         })),
         None => HttpResponse::Unauthorized().json(json!({"error": "The access token is invalid"})),
