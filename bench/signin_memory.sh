@@ -5,11 +5,15 @@
 #
 #   bench/signin_memory.sh            # 200 at once
 #   PARALLEL=400 bench/signin_memory.sh
+#   BIN=target/debug/fedialt bench/signin_memory.sh   # an existing build (dependencies, Argon2
+#                                                     # included, are optimised in debug builds too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PARALLEL=${PARALLEL:-200}
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/fedialt
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  BIN=$PWD/target/release/fedialt
+fi
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FEDIALT_DATA_DIR=$WORK REDIS_URL=none FEDIALT_BIND=127.0.0.1:$PORT FEDIALT_TRUSTED_PROXIES=127.0.0.1 \
