@@ -14,7 +14,11 @@ use crate::store::{self, users::NewUser, Db};
 #[command(
     name = "fedialt",
     version,
-    about = "Alt text for the images you already posted to the fediverse"
+    about = "Alt text for the images you already posted to the fediverse",
+    after_help = "With no command, fedialt runs `serve`: the web app at http://127.0.0.1:8080 \
+                  (FEDIALT_BIND), on an SQLite file in ./data, using Redis at 127.0.0.1:6379 when \
+                  it is running.\n\nConfiguration comes from environment variables or a .env file \
+                  in the current folder; the README's Configuration section lists them all."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,16 +27,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the web app (and, unless FEDIALT_WORKER=false, a worker).
+    /// Run the web app (and, unless FEDIALT_WORKER=false, a worker); the default command.
     Serve,
     /// Run only a worker.
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Create an admin account; the password comes from FEDIALT_ADMIN_PASSWORD or a prompt.
+    /// Create an administrator account; the password comes from FEDIALT_ADMIN_PASSWORD or a prompt.
+    #[command(
+        after_help = "The password must be at least 12 characters long. It is read from \
+                            FEDIALT_ADMIN_PASSWORD when set, else asked for twice in the terminal.\n\n\
+                            Exit codes: 0 created; 1 the username is taken (or the database failed); \
+                            2 a bad username, e-mail or password, or no password and no terminal to \
+                            ask in."
+    )]
     CreateAdmin {
+        /// The name to sign in with: 2 to 40 letters, digits, '.', '_' or '-' (stored lowercase).
         #[arg(long)]
         username: String,
+        /// The administrator's e-mail address, such as you@example.org.
         #[arg(long)]
         email: String,
     },
@@ -72,7 +85,7 @@ async fn serve(config: Config, web: bool) -> ExitCode {
     let result = if web {
         match Application::build(config).await {
             Ok(app) => {
-                tracing::info!(port = app.port(), "fedialt is listening");
+                announce(&app).await;
                 app.run_until_stopped().await.map_err(anyhow::Error::new)
             }
             Err(error) => Err(error),
@@ -86,6 +99,29 @@ async fn serve(config: Config, web: bool) -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says where to open fedialt and, on a fresh install, what to do first.
+async fn announce(app: &Application) {
+    let state = app.state();
+    let url = state
+        .config
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    tracing::info!(url = %url, "fedialt is ready: open {url}");
+    let no_users = match state.db.conn().await {
+        Ok(mut conn) => store::users::count(&mut conn).await.ok() == Some(0),
+        Err(_) => false,
+    };
+    if no_users {
+        tracing::info!(
+            "no user yet: create the first administrator with `cargo run -- create-admin --username admin \
+             --email you@example.org` (or `fedialt create-admin …` with the built binary), then sign in \
+             at {url}/login"
+        );
     }
 }
 
@@ -154,7 +190,11 @@ async fn create_admin(config: Config, username: &str, email: &str) -> ExitCode {
     .await;
     match result {
         Ok(_) => {
-            println!("admin {} created; sign in at /login", username.as_str());
+            println!(
+                "Created administrator '{}'. Sign in at {}/login",
+                username.as_str(),
+                config.public_url.as_str().trim_end_matches('/')
+            );
             ExitCode::SUCCESS
         }
         Err(error) if error.is_unique_violation() => {

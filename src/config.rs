@@ -353,22 +353,17 @@ impl Config {
     }
 }
 
+const REDIS_URL_FORMS: &str = "expected redis://[:password@]host:port/db, rediss://… (TLS; add \
+     #insecure for a self-signed certificate), unix:///path/to/redis.sock, or none (no Redis)";
+
 fn redis_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret<String>>, ConfigError> {
     if let Some(url) = get("REDIS_URL") {
         if url.eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        let parsed = Url::parse(&url).map_err(|_| {
-            bad(
-                "REDIS_URL",
-                "expected redis://host:port/db, rediss://…, or none",
-            )
-        })?;
+        let parsed = Url::parse(&url).map_err(|_| bad("REDIS_URL", REDIS_URL_FORMS))?;
         if !matches!(parsed.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
-            return Err(bad(
-                "REDIS_URL",
-                "expected redis://host:port/db, rediss://…, or none",
-            ));
+            return Err(bad("REDIS_URL", REDIS_URL_FORMS));
         }
         return Ok(Some(Secret::new(url)));
     }
@@ -519,6 +514,16 @@ mod tests {
     fn postgres_needs_a_shared_secret_key() {
         let err = config(&[("DATABASE_URL", "postgres://u@h/db")]).unwrap_err();
         assert_eq!(err.variable, "FEDIALT_SECRET_KEY");
+    }
+
+    #[test]
+    fn a_bad_redis_url_lists_every_accepted_form() {
+        let err = config(&[("REDIS_URL", "http://x")])
+            .unwrap_err()
+            .to_string();
+        for form in ["redis://", "rediss://", "unix://", "none"] {
+            assert!(err.contains(form), "{form}: {err}");
+        }
     }
 
     #[test]

@@ -64,10 +64,12 @@ impl Cache {
             .map_err(|e| e.to_string())?;
         drop(conn);
         let previous = inner.generation.swap(generation, Ordering::AcqRel);
-        if previous != generation {
+        if previous == 0 {
+            tracing::info!(redis = %inner.address, "using Redis");
+        } else if previous != generation {
             tracing::info!(
                 generation,
-                "cache generation set (Redis is a new or restored server)"
+                "Redis is a new or restarted server: starting a fresh cache from the database (nothing is lost)"
             );
         }
         *inner
@@ -85,8 +87,8 @@ impl Cache {
             .await
             .map_err(|e| e.to_string())?;
         self.start_tracking(&run_id).await?;
-        if inner.open.swap(false, Ordering::AcqRel) {
-            tracing::info!("Redis reachable again: circuit closed");
+        if inner.open.swap(false, Ordering::AcqRel) && previous != 0 {
+            tracing::info!("Redis is reachable again; serving from it");
         }
         Ok(())
     }

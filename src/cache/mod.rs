@@ -87,6 +87,8 @@ struct Inner {
     /// The Redis run_id the current generation belongs to (shared with the pool's manager).
     run_id: Arc<RwLock<Option<String>>>,
     prefix: String,
+    /// Where Redis is, for the log (host and port, or the socket's path; never the password).
+    address: String,
     generation: AtomicI64,
     open: AtomicBool,
     wake: tokio::sync::Notify,
@@ -138,6 +140,7 @@ impl Cache {
                 config.command_timeout,
             )),
             run_id,
+            address: client.get_connection_info().addr.to_string(),
             client,
             prefix: config.prefix.clone(),
             generation: AtomicI64::new(0),
@@ -156,7 +159,12 @@ impl Cache {
             disabled_stats: Arc::new(CacheStats::default()),
         };
         if let Err(error) = cache.recover(db).await {
-            tracing::warn!(error = %error, "Redis is not reachable at start; serving from the database");
+            tracing::info!(
+                redis = %cache.inner.as_ref().map(|i| i.address.as_str()).unwrap_or(""),
+                reason = %error,
+                "Redis is not reachable; working from the database alone until it is (everything \
+                 works without it; REDIS_URL=none stops the attempts)"
+            );
         }
         Ok(cache)
     }

@@ -76,7 +76,10 @@ impl InstanceUrl {
             "http" if allow_http(&url) => {}
             "http" => {
                 return Err(
-                    "must use https:// (plain http is only allowed for private networks)".into(),
+                    "must use https:// (plain http is only allowed for private networks, when the \
+                     administrator sets FEDIALT_ALLOW_PRIVATE_NETWORK=true or lists the address in \
+                     FEDIALT_ALLOWED_PRIVATE_ADDRESSES)"
+                        .into(),
                 )
             }
             _ => return Err("must be an https:// address".into()),
@@ -184,6 +187,11 @@ mod tests {
             "Art account"
         );
         assert!(parse_connection_name("   ").is_err());
+        let refused = InstanceUrl::parse("http://social.example", |_| false).unwrap_err();
+        assert!(
+            refused.contains("FEDIALT_ALLOW_PRIVATE_NETWORK"),
+            "{refused}"
+        );
         assert!(parse_connection_name("Art\u{202e}gpj.exe").is_err());
         assert!(parse_connection_name("a\u{2066}b").is_err());
         assert!(parse_connection_name("a\tb").is_err());

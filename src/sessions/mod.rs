@@ -32,6 +32,15 @@ pub const AUTH_KEY: &str = "auth";
 pub const CURRENT_PLATFORM_KEY: &str = "platform";
 /// An OAuth connection in progress: its state parameter and instance.
 pub const OAUTH_KEY: &str = "oauth";
+/// Where a session signed in from (see `Client`): stored with the new session's row.
+pub const CLIENT_KEY: &str = "client";
+
+/// The browser and address a session signed in from, for /account.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Client {
+    pub user_agent: Option<String>,
+    pub address: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct TieredSessionStore {
@@ -193,6 +202,10 @@ impl TieredSessionStore {
         let id = session_id(&key);
         let now = store::now();
         let expires_at = now + self.limits.idle.min(self.limits.max);
+        let client: Client = state
+            .get(CLIENT_KEY)
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .unwrap_or_default();
         let row = SessionRow {
             id: id.clone(),
             user_id: user_of(&state),
@@ -201,7 +214,8 @@ impl TieredSessionStore {
             created_at: now,
             last_seen_at: now,
             expires_at,
-            user_agent: None,
+            user_agent: client.user_agent,
+            signed_in_from: client.address,
         };
         let mut conn = self.db.conn().await?;
         store::sessions::insert(&mut conn, &row).await?;

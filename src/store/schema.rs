@@ -58,6 +58,7 @@ diesel::table! {
         last_seen_at -> BigInt,
         expires_at -> BigInt,
         user_agent -> Nullable<Text>,
+        signed_in_from -> Nullable<Text>,
     }
 }
 

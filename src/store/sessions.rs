@@ -22,6 +22,7 @@ pub struct SessionRow {
     pub last_seen_at: i64,
     pub expires_at: i64,
     pub user_agent: Option<String>,
+    pub signed_in_from: Option<String>,
 }
 
 pub async fn insert(conn: &mut Conn, row: &SessionRow) -> Result<(), StoreError> {

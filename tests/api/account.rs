@@ -136,9 +136,42 @@ async fn changing_the_password_ends_the_other_sessions(b: Backend) {
     );
 }
 
+/// Each session says which browser and system it is and where it signed in from.
+async fn sessions_show_their_browser_and_address(b: Backend) {
+    let app = spawn_app(b).await;
+    app.create_user("alice", "user").await;
+    let firefox = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0")
+        .build()
+        .unwrap();
+    let phone = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 \
+             (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+        )
+        .build()
+        .unwrap();
+    app.login_with(&firefox, "alice", PASSWORD).await;
+    app.login_with(&phone, "alice", PASSWORD).await;
+    let page = app
+        .get_with(&firefox, "/account")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Firefox on Linux"), "{page}");
+    assert!(page.contains("Safari on iPhone"), "{page}");
+    assert_eq!(page.matches("<td>127.0.0.1</td>").count(), 2, "{page}");
+}
+
 both_databases!(
     ending_another_session_signs_it_out,
     changing_the_password_ends_the_other_sessions,
+    sessions_show_their_browser_and_address,
 );
 
 async fn housekeeping_removes_expired_sessions_and_old_counters(b: Backend) {
@@ -158,6 +191,7 @@ async fn housekeeping_removes_expired_sessions_and_old_counters(b: Backend) {
             last_seen_at: now - 9_000,
             expires_at: now - 1,
             user_agent: None,
+            signed_in_from: None,
         },
     )
     .await

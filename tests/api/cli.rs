@@ -105,7 +105,10 @@ fn create_admin_rules_and_exit_codes() {
         ],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("admin root created"));
+    assert_eq!(
+        stdout.trim(),
+        "Created administrator 'root'. Sign in at http://127.0.0.1:8080/login"
+    );
     let (code, _, stderr) = fedialt(
         &dir,
         &ok,
@@ -447,6 +450,91 @@ async fn a_proxy_in_the_environment_does_not_get_past_the_guard() {
         let (code, _, stderr) = fedialt(&dir, &[], &["serve"]);
         assert_ne!(code, 0);
         assert!(stderr.contains("chmod 600"), "{stderr}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn help_says_what_a_newcomer_needs() {
+    let dir = temp_dir();
+    let (code, stdout, _) = fedialt(&dir, &[], &["--help"]);
+    assert_eq!(code, 0);
+    for needed in [
+        "With no command, fedialt runs `serve`",
+        "http://127.0.0.1:8080",
+        "README",
+    ] {
+        assert!(stdout.contains(needed), "{needed}: {stdout}");
+    }
+    let (code, stdout, _) = fedialt(&dir, &[], &["create-admin", "--help"]);
+    assert_eq!(code, 0);
+    for needed in [
+        "--username",
+        "2 to 40 letters",
+        "--email",
+        "at least 12 characters",
+        "Exit codes: 0 created; 1 the username is taken",
+        "FEDIALT_ADMIN_PASSWORD",
+    ] {
+        assert!(stdout.contains(needed), "{needed}: {stdout}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A first start says where to open fedialt and what to do first, in plain words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_says_where_to_go_next() {
+    let dir = temp_dir();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_fedialt"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FEDIALT_DATA_DIR", &dir)
+        .env("FEDIALT_BIND", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", SHARED_REDIS)
+        .env(
+            "FEDIALT_REDIS_PREFIX",
+            format!("fedialt-test-{}:", random_suffix()),
+        )
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = new_client();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    assert!(
+        eventually(std::time::Duration::from_secs(20), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(url).send().await.is_ok() }
+        })
+        .await
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.contains(&format!("open http://127.0.0.1:{port}")),
+        "{logs}"
+    );
+    assert!(logs.contains("no user yet"), "{logs}");
+    assert!(logs.contains("cargo run -- create-admin"), "{logs}");
+    assert!(logs.contains("using Redis"), "{logs}");
+    for alarm in ["circuit", "cache generation", "WARN"] {
+        assert!(
+            !logs.contains(alarm),
+            "{alarm} on a normal first start: {logs}"
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

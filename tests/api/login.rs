@@ -236,6 +236,10 @@ async fn login_page_says_how_to_create_the_first_admin(b: Backend) {
     let app = spawn_app(b).await;
     let page = app.get("/login").await.text().await.unwrap();
     assert!(page.contains("fedialt create-admin"));
+    assert!(
+        page.contains("cargo run -- create-admin"),
+        "the form for people who started it with cargo run too"
+    );
     app.create_user("admin", "admin").await;
     let page = app.get("/login").await.text().await.unwrap();
     assert!(!page.contains("fedialt create-admin"));

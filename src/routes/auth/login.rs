@@ -11,7 +11,7 @@ use crate::config::Secret;
 use crate::routes::error::AppError;
 use crate::routes::platforms::pick_current;
 use crate::routes::{safe_next, see_other};
-use crate::sessions::{AUTH_KEY, CURRENT_PLATFORM_KEY};
+use crate::sessions::{Client, AUTH_KEY, CLIENT_KEY, CURRENT_PLATFORM_KEY};
 use crate::state::AppState;
 use crate::store;
 use crate::store::users::UserRow;
@@ -136,7 +136,12 @@ async fn authenticate(
 }
 
 /// A new session id for the signed-in person, starting on their default connection.
-async fn start_session(state: &AppState, session: &Session, user: UserRow) -> Result<(), AppError> {
+async fn start_session(
+    state: &AppState,
+    req: &HttpRequest,
+    session: &Session,
+    user: UserRow,
+) -> Result<(), AppError> {
     let mut conn = state.db.conn().await?;
     store::users::record_login(&mut conn, user.id).await?;
     drop(conn);
@@ -151,6 +156,18 @@ async fn start_session(state: &AppState, session: &Session, user: UserRow) -> Re
             username: user.username,
             role: user.role,
             csrf: csrf::random_token(),
+        },
+    )?;
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(300).collect::<String>());
+    session.insert(
+        CLIENT_KEY,
+        Client {
+            user_agent,
+            address: state.client_ip(req).map(|ip| ip.to_string()),
         },
     )?;
     if let Some(default) = pick_current(&state.platforms.list(uid).await?, session) {
@@ -176,7 +193,7 @@ pub async fn submit(
     let ip = state.client_ip(&req);
     match authenticate(&state, &username, form.password, ip).await? {
         Some(user) => {
-            start_session(&state, &session, user).await?;
+            start_session(&state, &req, &session, user).await?;
             Ok(see_other(&next))
         }
         None => {
