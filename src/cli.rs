@@ -169,7 +169,7 @@ async fn create_admin(config: Config, username: &str, email: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = async {
-        let db = Db::connect(&url, 1).await?;
+        let db = Db::connect(&url, 1, config.db_timeout).await?;
         let hash = crate::auth::password::hash(password.into_secret())
             .await
             .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;

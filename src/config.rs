@@ -146,6 +146,8 @@ pub struct Config {
     pub dns_overrides: Vec<(String, IpAddr)>,
     /// Deadline of each call to an instance.
     pub platform_timeout: Duration,
+    /// Deadline of a database check-out and of each statement; past it the database breaker opens.
+    pub db_timeout: Duration,
     pub session_idle: Duration,
     /// The absolute lifetime of a session, from sign-in.
     pub session_max: Duration,
@@ -316,6 +318,13 @@ impl Config {
                 20,
                 1,
                 600,
+            )?),
+            db_timeout: Duration::from_millis(parse_num(
+                &get,
+                "FEDIALT_DB_TIMEOUT_MS",
+                5000,
+                50,
+                600_000,
             )?),
             session_idle: Duration::from_secs(
                 60 * parse_num(&get, "FEDIALT_SESSION_IDLE_MINUTES", 120, 1, 60 * 24 * 90)?,

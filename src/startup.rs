@@ -47,7 +47,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
         .await
         .context("DATABASE_URL: could not prepare the database")?;
     let pool_size = if store::is_postgres_url(&url) { 16 } else { 8 };
-    let db = Db::connect(&url, pool_size).await?;
+    let db = Db::connect(&url, pool_size, config.db_timeout).await?;
     let cache = Cache::connect(&config.redis, &db)
         .await
         .context("REDIS_URL: not a usable Redis URL")?;

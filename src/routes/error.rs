@@ -30,9 +30,10 @@ pub enum AppError {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Pool(_) | StoreError::Connect(_) => AppError::Unavailable(e),
-            other => AppError::Internal(anyhow::Error::new(other)),
+        if e.is_unavailable() {
+            AppError::Unavailable(e)
+        } else {
+            AppError::Internal(anyhow::Error::new(e))
         }
     }
 }
@@ -66,6 +67,13 @@ impl From<crate::auth::password::PasswordError> for AppError {
         }
     }
 }
+
+/// What people read while the database is away.
+pub const UNAVAILABLE: &str =
+    "fedialt's database is not answering right now; the service is probably \
+     restarting. Nothing was saved. Please try again in a few seconds.";
+/// Retry-After while the database is away: the breaker's probe tries every quarter second.
+pub const RETRY_AFTER_SECS: &str = "2";
 
 pub fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpResponse {
     error_page_with_link(status, heading, message, None)
@@ -147,12 +155,13 @@ impl ResponseError for AppError {
                 response
             }
             AppError::Unavailable(cause) => {
-                tracing::error!(error = %cause, cause = ?std::error::Error::source(cause).map(|s| s.to_string()), "database unavailable");
-                error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Temporarily unavailable",
-                    "fedialt cannot reach its database right now. Nothing was changed; please try again in a moment.",
-                )
+                tracing::warn!(error = %cause, cause = ?std::error::Error::source(cause).map(|s| s.to_string()), "database unavailable");
+                let mut response = error_page(StatusCode::SERVICE_UNAVAILABLE, "Restarting", UNAVAILABLE);
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+                response
             }
             AppError::Internal(cause) => {
                 tracing::error!(error = %cause, chain = %format!("{cause:#}"), "request failed");

@@ -108,6 +108,11 @@ fn render(state: &AppState) -> String {
             "Database connections checked out.",
             state.db.stats().checkouts.load(Ordering::Relaxed),
         ),
+        (
+            "fedialt_db_breaker_trips_total",
+            "Times the database was found away (its breaker opened).",
+            state.db.breaker().trips(),
+        ),
     ];
     for (name, help, value) in totals {
         let _ = writeln!(
@@ -135,6 +140,13 @@ fn render(state: &AppState) -> String {
         _ => 0,
     };
     let _ = writeln!(out, "# HELP fedialt_redis_up Whether Redis is trusted now.\n# TYPE fedialt_redis_up gauge\nfedialt_redis_up {up}");
+    let breaker = state.db.breaker();
+    let _ = writeln!(
+        out,
+        "# HELP fedialt_db_breaker_open_seconds_total Time the database breaker has been open.\n# TYPE fedialt_db_breaker_open_seconds_total counter\nfedialt_db_breaker_open_seconds_total {:.3}\n# HELP fedialt_db_up Whether the database is answering (its breaker is closed).\n# TYPE fedialt_db_up gauge\nfedialt_db_up {}",
+        breaker.open_seconds(),
+        u8::from(!breaker.is_open())
+    );
     let (near_on, near_entries) = state.cache.near_status();
     let _ = writeln!(
         out,

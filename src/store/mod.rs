@@ -14,6 +14,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 
+pub mod breaker;
 pub mod cache_state;
 pub mod caption_settings;
 pub mod migrate;
@@ -31,23 +32,29 @@ type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
 type PgPooled = bb8::PooledConnection<'static, AsyncDieselConnectionManager<AsyncPgConnection>>;
 type SqlitePooled = bb8::PooledConnection<'static, AsyncDieselConnectionManager<SqliteConn>>;
 
-/// Runs one query, written once, on whichever backend the connection is.
+/// Runs one query, written once, on whichever backend the connection is, under the database's
+/// breaker (see breaker.rs): it ends at once when the breaker opens, and a deadline bounds it.
 /// `run!(conn, |c| users::table.count().get_result::<i64>(c).await)`
 #[macro_export]
 macro_rules! run {
     ($conn:expr, |$c:ident| $body:expr) => {{
         let conn: &mut $crate::store::Conn = $conn;
         conn.count_statement();
-        match &mut conn.inner {
-            $crate::store::ConnInner::Pg(pooled) => {
-                let $c: &mut diesel_async::AsyncPgConnection = &mut **pooled;
-                $body
-            }
-            $crate::store::ConnInner::Sqlite(pooled) => {
-                let $c: &mut $crate::store::SqliteConn = &mut *pooled;
-                $body
-            }
-        }
+        let watch = conn.watch();
+        watch
+            .guard(async {
+                match &mut conn.inner {
+                    $crate::store::ConnInner::Pg(pooled) => {
+                        let $c: &mut diesel_async::AsyncPgConnection = &mut **pooled;
+                        $body
+                    }
+                    $crate::store::ConnInner::Sqlite(pooled) => {
+                        let $c: &mut $crate::store::SqliteConn = &mut *pooled;
+                        $body
+                    }
+                }
+            })
+            .await
     }};
 }
 
@@ -76,8 +83,11 @@ macro_rules! write_tx {
 pub enum StoreError {
     #[error("the database is unavailable")]
     Pool(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The breaker is open, or a statement ended because the database went away.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database query failed")]
-    Query(#[from] diesel::result::Error),
+    Query(#[source] diesel::result::Error),
     #[error("could not connect to the database")]
     Connect(#[from] diesel::ConnectionError),
     #[error("database migration failed: {0}")]
@@ -86,7 +96,25 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        if breaker::is_outage(&error) {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Query(error)
+        }
+    }
+}
+
 impl StoreError {
+    /// The database is away (not a bad statement): people get "try again shortly".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Pool(_) | StoreError::Connect(_) | StoreError::Unavailable(_)
+        )
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,
@@ -114,9 +142,38 @@ enum PoolInner {
 /// checked out and how many statements were run (a warm page view must show zero of both).
 #[derive(Clone)]
 pub struct Db {
-    pool: PoolInner,
-    url: String,
+    shared: Arc<Shared>,
     stats: Arc<DbStats>,
+}
+
+/// What every clone of a Db shares: the pool (replaced by a fresh one when the breaker closes),
+/// the breaker, and how to build a pool again.
+struct Shared {
+    pool: std::sync::RwLock<PoolInner>,
+    url: String,
+    max_size: u32,
+    timeout: Duration,
+    backend: Backend,
+    breaker: breaker::DbBreaker,
+}
+
+/// The breaker and deadline a connection's statements run under.
+#[derive(Clone)]
+pub struct Watch(Arc<Shared>);
+
+impl Watch {
+    pub async fn guard<T>(
+        &self,
+        statement: impl std::future::Future<Output = Result<T, diesel::result::Error>>,
+    ) -> Result<T, diesel::result::Error> {
+        let cancellable = self.0.backend == Backend::Postgres;
+        let (result, opened) =
+            breaker::guard(&self.0.breaker, self.0.timeout, cancellable, statement).await;
+        if opened {
+            spawn_probe(self.0.clone());
+        }
+        result
+    }
 }
 
 #[derive(Default)]
@@ -134,9 +191,14 @@ pub enum ConnInner {
 pub struct Conn {
     pub inner: ConnInner,
     stats: Arc<DbStats>,
+    shared: Arc<Shared>,
 }
 
 impl Conn {
+    pub fn watch(&self) -> Watch {
+        Watch(self.shared.clone())
+    }
+
     pub fn count_statement(&self) {
         self.stats.statements.fetch_add(1, Ordering::Relaxed);
     }
@@ -151,38 +213,50 @@ impl Conn {
     pub async fn begin_write(&mut self) -> Result<(), StoreError> {
         use diesel_async::TransactionManager;
         self.count_statement();
-        match &mut self.inner {
-            ConnInner::Pg(c) => {
-                diesel_async::AnsiTransactionManager::begin_transaction(&mut ***c).await?;
-            }
-            ConnInner::Sqlite(c) => {
-                c.spawn_blocking(|inner| {
-                    diesel::connection::AnsiTransactionManager::begin_transaction_sql(
-                        inner,
-                        "BEGIN IMMEDIATE",
-                    )
-                })
-                .await?;
-            }
-        }
+        let watch = self.watch();
+        watch
+            .guard(async {
+                match &mut self.inner {
+                    ConnInner::Pg(c) => {
+                        diesel_async::AnsiTransactionManager::begin_transaction(&mut ***c).await
+                    }
+                    ConnInner::Sqlite(c) => {
+                        c.spawn_blocking(|inner| {
+                            diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                                inner,
+                                "BEGIN IMMEDIATE",
+                            )
+                        })
+                        .await
+                    }
+                }
+            })
+            .await?;
         Ok(())
     }
 
     pub async fn commit(&mut self) -> Result<(), StoreError> {
         use diesel_async::{AsyncConnection, TransactionManager};
         self.count_statement();
-        match &mut self.inner {
-            ConnInner::Pg(c) => {
-                <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
-                    &mut ***c,
-                )
-                .await?
-            }
-            ConnInner::Sqlite(c) => {
-                <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(&mut **c)
-                    .await?
-            }
-        }
+        let watch = self.watch();
+        watch
+            .guard(async {
+                match &mut self.inner {
+                    ConnInner::Pg(c) => {
+                        <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
+                            &mut ***c,
+                        )
+                        .await
+                    }
+                    ConnInner::Sqlite(c) => {
+                        <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(
+                            &mut **c,
+                        )
+                        .await
+                    }
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -190,87 +264,63 @@ impl Conn {
     pub async fn rollback(&mut self) {
         use diesel_async::{AsyncConnection, TransactionManager};
         self.count_statement();
-        let result = match &mut self.inner {
-            ConnInner::Pg(c) => {
-                <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
-                    &mut ***c,
-                )
-                .await
-            }
-            ConnInner::Sqlite(c) => {
-                <SqliteConn as AsyncConnection>::TransactionManager::rollback_transaction(&mut **c)
-                    .await
-            }
-        };
+        let watch = self.watch();
+        let result = watch
+            .guard(async {
+                match &mut self.inner {
+                    ConnInner::Pg(c) => {
+                        <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
+                            &mut ***c,
+                        )
+                        .await
+                    }
+                    ConnInner::Sqlite(c) => {
+                        <SqliteConn as AsyncConnection>::TransactionManager::rollback_transaction(
+                            &mut **c,
+                        )
+                        .await
+                    }
+                }
+            })
+            .await;
         if let Err(error) = result {
             tracing::warn!(error = %error, "rollback failed");
         }
     }
 }
 
-impl Db {
-    /// Builds the pool without connecting; the first query connects.
-    pub async fn connect(url: &str, max_size: u32) -> Result<Db, StoreError> {
-        let stats = Arc::new(DbStats::default());
-        let pool = if is_postgres_url(url) {
-            let mut config = ManagerConfig::<AsyncPgConnection>::default();
-            config.recycling_method = RecyclingMethod::Fast;
-            let manager = AsyncDieselConnectionManager::new_with_config(url, config);
-            PoolInner::Pg(
-                bb8::Pool::builder()
-                    .max_size(max_size)
-                    .connection_timeout(Duration::from_secs(5))
-                    .test_on_check_out(false)
-                    .build_unchecked(manager),
-            )
-        } else {
-            let mut config = ManagerConfig::<SqliteConn>::default();
-            config.recycling_method = RecyclingMethod::Fast;
-            config.custom_setup = Box::new(|url| Box::pin(establish_sqlite(url.to_owned())));
-            let manager = AsyncDieselConnectionManager::new_with_config(url, config);
-            PoolInner::Sqlite(
-                bb8::Pool::builder()
-                    .max_size(max_size)
-                    .connection_timeout(Duration::from_secs(5))
-                    .test_on_check_out(false)
-                    .build_unchecked(manager),
-            )
-        };
-        Ok(Db {
-            pool,
-            url: url.to_owned(),
-            stats,
-        })
+fn build_pool(url: &str, max_size: u32, timeout: Duration) -> PoolInner {
+    if is_postgres_url(url) {
+        let mut config = ManagerConfig::<AsyncPgConnection>::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        PoolInner::Pg(
+            bb8::Pool::builder()
+                .max_size(max_size)
+                .connection_timeout(timeout)
+                .test_on_check_out(false)
+                .build_unchecked(manager),
+        )
+    } else {
+        let mut config = ManagerConfig::<SqliteConn>::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let busy_ms = timeout.as_millis() as u64;
+        config.custom_setup =
+            Box::new(move |url| Box::pin(establish_sqlite(url.to_owned(), busy_ms)));
+        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        PoolInner::Sqlite(
+            bb8::Pool::builder()
+                .max_size(max_size)
+                .connection_timeout(timeout)
+                .test_on_check_out(false)
+                .build_unchecked(manager),
+        )
     }
+}
 
-    pub fn backend(&self) -> Backend {
-        match self.pool {
-            PoolInner::Pg(_) => Backend::Postgres,
-            PoolInner::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    pub fn stats(&self) -> &DbStats {
-        &self.stats
-    }
-
-    /// The same pool, counting into separate statistics: for background tasks (outbox drain,
-    /// sweep), so the request-path counters say what requests cost.
-    pub fn background(&self) -> Db {
-        Db {
-            pool: self.pool.clone(),
-            url: self.url.clone(),
-            stats: Arc::new(DbStats::default()),
-        }
-    }
-
-    pub async fn conn(&self) -> Result<Conn, StoreError> {
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let inner = match &self.pool {
+impl PoolInner {
+    async fn get(&self) -> Result<ConnInner, StoreError> {
+        Ok(match self {
             PoolInner::Pg(pool) => ConnInner::Pg(Box::new(
                 pool.get_owned()
                     .await
@@ -281,11 +331,133 @@ impl Db {
                     .await
                     .map_err(|e| StoreError::Pool(Box::new(e)))?,
             ),
-        };
-        Ok(Conn {
-            inner,
-            stats: self.stats.clone(),
         })
+    }
+}
+
+/// While the breaker is open: every quarter second, a fresh pool tries one connection and
+/// `SELECT 1`; the first that answers replaces the old pool and closes the breaker.
+fn spawn_probe(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        use diesel_async::RunQueryDsl;
+        while shared.breaker.is_open() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let pool = build_pool(&shared.url, shared.max_size, shared.timeout);
+            let attempt = async {
+                let mut inner = pool.get().await?;
+                match &mut inner {
+                    ConnInner::Pg(c) => {
+                        diesel::sql_query("SELECT 1").execute(&mut ***c).await?;
+                    }
+                    ConnInner::Sqlite(c) => {
+                        // The writer's lock, not only a read: a file another process holds
+                        // locked answers reads and refuses every write. Without waiting.
+                        use diesel_async::SimpleAsyncConnection;
+                        let busy_ms = shared.timeout.as_millis();
+                        c.batch_execute(&format!(
+                            "PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK; \
+                             PRAGMA busy_timeout = {busy_ms};"
+                        ))
+                        .await?;
+                    }
+                }
+                Ok::<(), StoreError>(())
+            };
+            // SQLite's attempt is not cancelled (see breaker::guard); it never waits on a lock.
+            let outcome = match shared.backend {
+                Backend::Postgres => tokio::time::timeout(shared.timeout, attempt).await,
+                Backend::Sqlite => Ok(attempt.await),
+            };
+            match outcome {
+                Ok(Ok(())) => {
+                    match shared.pool.write() {
+                        Ok(mut current) => *current = pool,
+                        Err(poisoned) => *poisoned.into_inner() = pool,
+                    }
+                    shared.breaker.close();
+                }
+                Ok(Err(error)) => tracing::debug!(error = %error, "the database is still away"),
+                Err(_) => tracing::debug!("the database is still not answering"),
+            }
+        }
+    });
+}
+
+impl Db {
+    /// Builds the pool without connecting; the first query connects. `timeout` bounds a
+    /// check-out and each statement; past it the breaker opens.
+    pub async fn connect(url: &str, max_size: u32, timeout: Duration) -> Result<Db, StoreError> {
+        Ok(Db {
+            shared: Arc::new(Shared {
+                pool: std::sync::RwLock::new(build_pool(url, max_size, timeout)),
+                url: url.to_owned(),
+                max_size,
+                timeout,
+                backend: if is_postgres_url(url) {
+                    Backend::Postgres
+                } else {
+                    Backend::Sqlite
+                },
+                breaker: breaker::DbBreaker::default(),
+            }),
+            stats: Arc::new(DbStats::default()),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    pub fn breaker(&self) -> &breaker::DbBreaker {
+        &self.shared.breaker
+    }
+
+    /// The same pool, counting into separate statistics: for background tasks (outbox drain,
+    /// sweep), so the request-path counters say what requests cost.
+    pub fn background(&self) -> Db {
+        Db {
+            shared: self.shared.clone(),
+            stats: Arc::new(DbStats::default()),
+        }
+    }
+
+    /// A pooled connection; `StoreError::Unavailable` at once while the breaker is open, and as
+    /// soon as it opens for a check-out already waiting.
+    pub async fn conn(&self) -> Result<Conn, StoreError> {
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        let breaker = &self.shared.breaker;
+        if breaker.is_open() {
+            return Err(StoreError::Unavailable(
+                "the database is unavailable".into(),
+            ));
+        }
+        let pool = match self.shared.pool.read() {
+            Ok(pool) => pool.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let got = tokio::select! {
+            got = pool.get() => got,
+            _ = breaker.wait_open() => {
+                return Err(StoreError::Unavailable("the database is unavailable".into()))
+            }
+        };
+        match got {
+            Ok(inner) => Ok(Conn {
+                inner,
+                stats: self.stats.clone(),
+                shared: self.shared.clone(),
+            }),
+            Err(error) => {
+                if breaker.trip(&error.to_string()) {
+                    spawn_probe(self.shared.clone());
+                }
+                Err(error)
+            }
+        }
     }
 
     /// `SELECT 1`, for /readyz.
@@ -308,17 +480,18 @@ pub fn sqlite_path_in(dir: &Path) -> String {
     dir.join("fedialt.sqlite3").display().to_string()
 }
 
-/// Every SQLite connection: WAL (readers never block the writer), a busy timeout (writers queue
-/// rather than fail), foreign keys on.
-async fn establish_sqlite(url: String) -> diesel::ConnectionResult<SqliteConn> {
+/// Every SQLite connection: WAL (readers never block the writer), a busy timeout as long as the
+/// statement deadline (writers queue rather than fail; past it the breaker takes over), foreign
+/// keys on.
+async fn establish_sqlite(url: String, busy_ms: u64) -> diesel::ConnectionResult<SqliteConn> {
     tokio::task::spawn_blocking(move || {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
         let mut conn = SqliteConnection::establish(&url)?;
-        conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-        )
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy_ms}; \
+             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+        ))
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         Ok(SyncConnectionWrapper::new(conn))
     })

@@ -71,7 +71,38 @@ pub async fn request_span(
 /// too large, a method a route does not take) come as plain text. This gives them the app's own
 /// shape: the error page, or JSON on JSON routes. Responses the app made itself pass untouched.
 pub fn error_shapes<B: MessageBody + 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler_client(reshape)
+    ErrorHandlers::new()
+        .default_handler_client(reshape)
+        .default_handler_server(server_json)
+}
+
+/// A 5xx page on a JSON route becomes JSON with the same status (and Retry-After).
+fn server_json<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let html = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if !html || !crate::auth::user::wants_json(res.request()) {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
+        crate::routes::error::UNAVAILABLE
+    } else {
+        "fedialt hit an unexpected error. Nothing was lost; please try again."
+    };
+    let (req, original) = res.into_parts();
+    let mut replacement =
+        actix_web::HttpResponse::build(status).json(serde_json::json!({ "error": message }));
+    if let Some(value) = original.headers().get(RETRY_AFTER) {
+        replacement.headers_mut().insert(RETRY_AFTER, value.clone());
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, replacement).map_into_right_body(),
+    ))
 }
 
 fn reshape<B: MessageBody + 'static>(
@@ -83,7 +114,13 @@ fn reshape<B: MessageBody + 'static>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
     let status = res.status();
-    if ours || status.is_redirection() {
+    // 401 and 403 plain text are the app's own (/metrics answers scripts that way).
+    if ours
+        || !matches!(
+            status.as_u16(),
+            400 | 404 | 405 | 411 | 413 | 414 | 415 | 431
+        )
+    {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let (heading, message) = match status.as_u16() {

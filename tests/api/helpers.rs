@@ -17,7 +17,7 @@ use fedialt::config::Config;
 use fedialt::startup::Application;
 use fedialt::state::AppState;
 
-pub use crate::services::{BlackHole, CuttableProxy, RedisServer};
+pub use crate::services::{BlackHole, CuttableProxy, ProxyMode, RedisServer};
 
 pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -211,6 +211,14 @@ pub fn config_for(db: &TestDatabase, prefix: &str, secret_key: &str, options: &O
         env.insert(k.clone(), v.clone());
     }
     Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration is valid")
+}
+
+/// An app on a database the test made itself (to put a proxy in front of it, say).
+pub async fn spawn_app_on(db: std::sync::Arc<TestDatabase>, options: Options) -> TestApp {
+    let prefix = format!("fedialt-test-{}:", random_suffix());
+    let key =
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>().repeat(2));
+    spawn_on(db, prefix, key, options).await
 }
 
 async fn spawn_on(

@@ -6,6 +6,7 @@ mod account;
 mod caption;
 mod cli;
 mod csrf_and_access;
+mod database_outage;
 mod fakes;
 mod hardening;
 mod health;

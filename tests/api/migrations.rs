@@ -20,7 +20,9 @@ async fn schema(db: &TestDatabase) -> Vec<String> {
              FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' \
              UNION ALL SELECT indexdef AS line FROM pg_indexes WHERE schemaname = 'public' AND tablename <> '__diesel_schema_migrations'",
     };
-    let fedialt_db = fedialt::store::Db::connect(&db.url, 1).await.unwrap();
+    let fedialt_db = fedialt::store::Db::connect(&db.url, 1, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     let mut conn = fedialt_db.conn().await.unwrap();
     let mut lines: Vec<String> =
         fedialt::run!(&mut conn, |c| diesel::sql_query(sql).load::<Line>(c).await)

@@ -146,24 +146,39 @@ impl BlackHole {
     }
 }
 
-/// A TCP proxy in front of a server that a test can cut: existing connections drop and new ones
-/// hang, as if the network between one app instance and Redis failed while Redis stays up.
+/// What a `CuttableProxy` does with connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    Pass,
+    /// Existing connections go silent and new ones are accepted and never answered: a network
+    /// that black-holes, or a server that hangs.
+    Stall,
+    /// Existing connections are closed and new ones are closed at once: a server that is down.
+    Refuse,
+}
+
+/// A TCP proxy in front of a server (Redis or PostgreSQL) that a test can stall, cut and restore,
+/// as if the network between one app instance and the server failed while the server stays up.
 pub struct CuttableProxy {
     pub port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
 }
 
 impl CuttableProxy {
     pub async fn start(upstream_port: u16) -> CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (cut, watch) = tokio::sync::watch::channel(false);
+        let (mode, watch) = tokio::sync::watch::channel(ProxyMode::Pass);
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((mut client, _)) = listener.accept().await {
-                if *watch.borrow() {
-                    held.push(client);
-                    continue;
+                match *watch.borrow() {
+                    ProxyMode::Stall => {
+                        held.push(client);
+                        continue;
+                    }
+                    ProxyMode::Refuse => continue,
+                    ProxyMode::Pass => {}
                 }
                 let mut watch = watch.clone();
                 tokio::spawn(async move {
@@ -174,34 +189,44 @@ impl CuttableProxy {
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = async {
+                        mode = async {
                             loop {
-                                let is_cut = *watch.borrow_and_update();
-                                if is_cut || watch.changed().await.is_err() {
-                                    break;
+                                let mode = *watch.borrow_and_update();
+                                if mode != ProxyMode::Pass {
+                                    break mode;
+                                }
+                                if watch.changed().await.is_err() {
+                                    break ProxyMode::Refuse;
                                 }
                             }
                         } => {
-                            // Hold the client side open and silent: a black hole, not a reset.
-                            let _keep = client;
-                            std::future::pending::<()>().await;
+                            if mode == ProxyMode::Stall {
+                                // Hold the client side open and silent: a black hole, not a reset.
+                                let _keep = client;
+                                std::future::pending::<()>().await;
+                            }
                         }
                     }
                 });
             }
         });
-        CuttableProxy { port, cut }
+        CuttableProxy { port, mode }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Stalls (see `ProxyMode::Stall`).
     pub fn cut(&self) {
-        let _ = self.cut.send(true);
+        let _ = self.mode.send(ProxyMode::Stall);
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        let _ = self.mode.send(mode);
     }
 
     pub fn restore(&self) {
-        let _ = self.cut.send(false);
+        let _ = self.mode.send(ProxyMode::Pass);
     }
 }

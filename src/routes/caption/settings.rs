@@ -31,6 +31,7 @@ fn render(
     values: &RawSettings,
     errors: &[FieldError],
 ) -> Result<HttpResponse, AppError> {
+    let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
     let error_of = |name: &str| {
         errors
             .iter()
@@ -68,8 +69,20 @@ fn render(
         )
         .with("reprocess_error", &error_of("reprocess_existing"))
         .with("saved", &view.settings.saved)
+        .with("unavailable", &unavailable)
         .with_errors(errors)
         .render_status(status, "caption/settings.html")
+        .map(|mut response| {
+            if unavailable {
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static(
+                        crate::routes::error::RETRY_AFTER_SECS,
+                    ),
+                );
+            }
+            response
+        })
 }
 
 pub async fn form(
@@ -125,6 +138,19 @@ pub async fn save(
             Ok(see_other("/caption_generation"))
         }
         Err(SettingsError::NotFound) => Err(AppError::NotFound),
+        // The database is away: the form again, with what was typed and a plain word that
+        // nothing was saved.
+        Err(SettingsError::Store(e)) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "settings not saved: the database is away");
+            render(
+                &user,
+                &view,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &form.raw,
+                &[],
+            )
+        }
         Err(SettingsError::Store(e)) => Err(e.into()),
     }
 }
