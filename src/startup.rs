@@ -26,6 +26,17 @@ use crate::state::AppState;
 use crate::store::{self, Db};
 
 pub const SESSION_COOKIE: &str = "fedialt_session";
+/// Under https the session cookie is `__Host-` prefixed: only this host, over https, for the whole
+/// site, so a sibling subdomain cannot plant a session of its choosing.
+pub const SESSION_COOKIE_HTTPS: &str = "__Host-fedialt_session";
+
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SESSION_COOKIE_HTTPS
+    } else {
+        SESSION_COOKIE
+    }
+}
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 pub struct Application {
@@ -122,7 +133,7 @@ impl Application {
             let flash_store = crate::web::flash::QuietCookieStore::new(flash_key.clone(), secure);
             let flashes = FlashMessagesFramework::builder(flash_store).build();
             let sessions = SessionMiddleware::builder(session_store.clone(), cookie_key.clone())
-                .cookie_name(SESSION_COOKIE.to_owned())
+                .cookie_name(session_cookie_name(secure).to_owned())
                 .cookie_secure(secure)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)

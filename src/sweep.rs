@@ -1,4 +1,5 @@
-//! Housekeeping: expired sessions, old throttle counters and outbox rows too old to matter.
+//! Housekeeping: expired sessions, old throttle counters, and OAuth connections started but never
+//! answered. (Outbox rows are not swept: each stays until Redis has it.)
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
     let throttles =
         store::throttle::delete_older_than(&mut conn, now - keys::THROTTLE_WINDOW.as_secs() as i64)
             .await?;
+    store::oauth_pending::delete_older_than(&mut conn, now - 10 * 60).await?;
     Ok((sessions, throttles))
 }
 

@@ -2,8 +2,9 @@
 //! however many arrive at once, at most the limit of them is ever checked within a window:
 //! - 5 per username from one address (IPv6 grouped by /64): the limit that stops guessing;
 //! - 20 per address, whatever the usernames: one address trying many accounts;
-//! - 50 per username from all addresses together: a spread-out attack on one account, with a
-//!   ceiling high enough that strangers cannot lock its owner out from elsewhere.
+//! - 50 per username from all addresses together, counting only the attempts the two limits above
+//!   let through: a spread-out attack on one account, with a ceiling that one address alone can
+//!   never reach, so a stranger cannot lock the owner out from elsewhere.
 //!
 //! Past a limit, sign-in for that scope waits until its 15-minute window ends, even with the right
 //! password. A successful sign-in clears the username's counts (not the address's). Counters live
@@ -39,24 +40,23 @@ fn address_group(ip: IpAddr) -> String {
     }
 }
 
-/// The scopes one attempt counts against, with their limits. The first two are what a success
-/// clears.
-fn scopes(username: &str, ip: Option<IpAddr>) -> Vec<(String, i64)> {
+/// The scopes one attempt counts against, with their limits, in two stages: this address's
+/// (for this username, and for any), then the username's from everywhere. The second counts only
+/// attempts the first let through, so one address cannot push the username's count up with
+/// attempts already refused: locking the owner out takes many addresses.
+fn stages(username: &str, ip: Option<IpAddr>) -> [Vec<(String, i64)>; 2] {
     let username = username.to_lowercase();
     let group = ip
         .map(address_group)
         .unwrap_or_else(|| "unknown".to_owned());
-    let mut out = vec![
-        (
-            format!("pair:{username}|{group}"),
-            MAX_PER_ACCOUNT_AND_ADDRESS,
-        ),
-        (format!("user:{username}"), MAX_PER_USERNAME),
-    ];
+    let mut local = vec![(
+        format!("pair:{username}|{group}"),
+        MAX_PER_ACCOUNT_AND_ADDRESS,
+    )];
     if ip.is_some() {
-        out.push((format!("ip:{group}"), MAX_PER_ADDRESS));
+        local.push((format!("ip:{group}"), MAX_PER_ADDRESS));
     }
-    out
+    [local, vec![(format!("user:{username}"), MAX_PER_USERNAME)]]
 }
 
 impl LoginThrottle {
@@ -71,7 +71,17 @@ impl LoginThrottle {
         username: &str,
         ip: Option<IpAddr>,
     ) -> Result<Option<u64>, StoreError> {
-        let scopes = scopes(username, ip);
+        for stage in stages(username, ip) {
+            if let Some(wait) = self.count(&stage).await? {
+                return Ok(Some(wait));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts one attempt on each scope (atomically each); the longest wait among those over
+    /// their limit.
+    async fn count(&self, scopes: &[(String, i64)]) -> Result<Option<u64>, StoreError> {
         let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
         if let Ok(counts) = self
             .cache
@@ -89,7 +99,7 @@ impl LoginThrottle {
         let now = store::now();
         let mut conn = self.db.conn().await?;
         let mut wait = None;
-        for (scope, max) in &scopes {
+        for (scope, max) in scopes {
             let (count, start) =
                 store::throttle::record_attempt(&mut conn, scope, window, now).await?;
             if i64::from(count) > *max {
@@ -104,10 +114,10 @@ impl LoginThrottle {
     /// again. When Redis cannot be told now, the outbox tells it later, so the count never outlives
     /// the success; the database's counts (kept while Redis was away) go at once.
     pub async fn succeeded(&self, username: &str, ip: Option<IpAddr>) -> Result<(), StoreError> {
-        let cleared: Vec<String> = scopes(username, ip)
+        let [local, everywhere] = stages(username, ip);
+        let cleared: Vec<String> = [&local[0], &everywhere[0]]
             .into_iter()
-            .take(2)
-            .map(|(scope, _)| scope)
+            .map(|(scope, _)| scope.clone())
             .collect();
         let logicals: Vec<String> = cleared.iter().map(|s| keys::throttle(s)).collect();
         let mut conn = self.db.conn().await?;
@@ -143,16 +153,16 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_counts_three_ways() {
+    fn an_attempt_counts_three_ways_in_two_stages() {
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let all = scopes("Alice", Some(ip));
+        let [local, everywhere] = stages("Alice", Some(ip));
         assert_eq!(
-            all,
+            local,
             vec![
                 ("pair:alice|192.0.2.7".to_owned(), 5),
-                ("user:alice".to_owned(), 50),
                 ("ip:192.0.2.7".to_owned(), 20),
             ]
         );
+        assert_eq!(everywhere, vec![("user:alice".to_owned(), 50)]);
     }
 }

@@ -18,6 +18,9 @@ pub struct SessionUser {
     pub username: String,
     pub role: String,
     pub csrf: String,
+    /// The credentials version the sign-in checked (see store::users::still_signed_in_as).
+    #[serde(default)]
+    pub cv: i64,
 }
 
 impl SessionUser {
@@ -71,6 +74,35 @@ pub fn session_user(req: &HttpRequest) -> Option<SessionUser> {
         .flatten()
 }
 
+/// Where to go after signing in: the page itself for a GET; for a form sent without a session
+/// (it ran out, or the tab was signed out elsewhere), the page the form was on, since the form's
+/// own address answers only POST.
+fn return_to(req: &HttpRequest) -> String {
+    if matches!(
+        req.method(),
+        &actix_web::http::Method::GET | &actix_web::http::Method::HEAD
+    ) {
+        return match req.uri().path_and_query() {
+            Some(pq) => pq.as_str().to_owned(),
+            None => req.path().to_owned(),
+        };
+    }
+    let Some(state) = req.app_data::<actix_web::web::Data<crate::state::AppState>>() else {
+        return "/".to_owned();
+    };
+    let public = &state.config.public_url;
+    let referer = req
+        .headers()
+        .get(actix_web::http::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| url::Url::parse(r).ok())
+        .filter(|r| r.origin() == public.origin());
+    match referer {
+        Some(r) => crate::routes::safe_next(Some(&r[url::Position::BeforePath..]), public),
+        None => "/".to_owned(),
+    }
+}
+
 impl FromRequest for CurrentUser {
     type Error = AppError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -79,13 +111,9 @@ impl FromRequest for CurrentUser {
         let result = match session_user(req) {
             Some(user) => Ok(CurrentUser(user)),
             None if wants_json(req) => Err(AppError::Unauthenticated),
-            None => {
-                let next = match req.uri().path_and_query() {
-                    Some(pq) => pq.as_str().to_owned(),
-                    None => req.path().to_owned(),
-                };
-                Err(AppError::SignInRequired { next })
-            }
+            None => Err(AppError::SignInRequired {
+                next: return_to(req),
+            }),
         };
         Box::pin(async move { result })
     }

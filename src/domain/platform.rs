@@ -121,11 +121,29 @@ impl InstanceUrl {
     }
 }
 
-/// Control characters, and the invisible ones that change the direction of the text around them
-/// (U+202E turns "gpj.exe" into "exe.jpg"): never in a name people see.
+/// Control characters, the invisible ones that change the direction of the text around them
+/// (U+202E turns "gpj.exe" into "exe.jpg"), and other invisible or blank-looking ones (zero-width
+/// space, word joiner, BOM, line separators, Hangul fillers, soft hyphen): never in a name people
+/// see. The zero-width joiner and non-joiner stay: emoji sequences and several scripts need them.
 pub fn is_hidden_control(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+        )
 }
 
 /// A connection's display name: 1 to 60 characters.
@@ -194,6 +212,19 @@ mod tests {
         );
         assert!(parse_connection_name("Art\u{202e}gpj.exe").is_err());
         assert!(parse_connection_name("a\u{2066}b").is_err());
+        for hidden in [
+            '\u{200B}', '\u{2060}', '\u{FEFF}', '\u{2028}', '\u{3164}', '\u{AD}',
+        ] {
+            assert!(
+                parse_connection_name(&format!("a{hidden}b")).is_err(),
+                "{hidden:?}"
+            );
+        }
+        assert_eq!(
+            parse_connection_name("Family 👨\u{200D}👩\u{200D}👧").unwrap(),
+            "Family 👨\u{200D}👩\u{200D}👧",
+            "emoji sequences keep their joiners"
+        );
         assert!(parse_connection_name("a\tb").is_err());
         assert_eq!(parse_connection_name("שלום").unwrap(), "שלום");
         assert!(parse_connection_name(&"é".repeat(61)).is_err());

@@ -94,6 +94,10 @@ fn is_public_v6(v6: std::net::Ipv6Addr) -> bool {
     if let Some(v4) = v6.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
+    // IPv4-translated ::ffff:0:a.b.c.d (stateless IPv6-to-IPv4 translation, RFC 2765).
+    if s[..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0 {
+        return is_public_v4(embedded(s[6], s[7]));
+    }
     // IPv4-compatible ::a.b.c.d (deprecated, but a stack may still route it as IPv4).
     if s[..6].iter().all(|&x| x == 0) {
         return !v6.is_unspecified() && !v6.is_loopback() && is_public_v4(embedded(s[6], s[7]));
@@ -204,6 +208,11 @@ mod tests {
             ("::ffff:0:0/96 mapped loopback", "::ffff:127.0.0.1"),
             ("::ffff:0:0/96 mapped private", "::ffff:10.0.0.1"),
             ("::/96 IPv4-compatible loopback", "::127.0.0.1"),
+            ("::ffff:0:0/96 IPv4-translated private", "::ffff:0:10.0.0.1"),
+            (
+                "::ffff:0:0/96 IPv4-translated loopback",
+                "::ffff:0:127.0.0.1",
+            ),
             ("::/96 IPv4-compatible metadata", "::169.254.169.254"),
             ("64:ff9b::/96 NAT64", "64:ff9b::a00:1"),
             ("64:ff9b:1::/48 local NAT64", "64:ff9b:1::1"),

@@ -75,13 +75,20 @@ pub fn session_id(key: &str) -> String {
     id
 }
 
-fn user_of(state: &State) -> Option<i64> {
+/// The signed-in person's id and the credentials version their sign-in checked.
+fn signed_in(state: &State) -> Option<(i64, i64)> {
     #[derive(Deserialize)]
     struct Uid {
         uid: i64,
+        #[serde(default)]
+        cv: i64,
     }
     let raw = state.get(AUTH_KEY)?;
-    serde_json::from_str::<Uid>(raw).ok().map(|u| u.uid)
+    serde_json::from_str::<Uid>(raw).ok().map(|u| (u.uid, u.cv))
+}
+
+fn user_of(state: &State) -> Option<i64> {
+    signed_in(state).map(|(uid, _)| uid)
 }
 
 impl TieredSessionStore {
@@ -217,10 +224,25 @@ impl TieredSessionStore {
             user_agent: client.user_agent,
             signed_in_from: client.address,
         };
+        let who = signed_in(&state);
         let mut conn = self.db.conn().await?;
-        store::sessions::insert(&mut conn, &row).await?;
+        let created: bool = write_tx!(conn, {
+            // A sign-in whose password check predates a password change (or a deactivation)
+            // made while it ran gets no session: its cookie names nothing, it is a visitor.
+            if let Some((uid, cv)) = who {
+                if !store::users::still_signed_in_as(&mut conn, uid, cv).await? {
+                    return Ok(false);
+                }
+            }
+            store::sessions::insert(&mut conn, &row).await?;
+            Ok(true)
+        })?;
         drop(conn);
-        self.fill(&id, 1, &state, now, expires_at).await;
+        if created {
+            self.fill(&id, 1, &state, now, expires_at).await;
+        } else {
+            tracing::info!("a sign-in finished after its credentials changed; no session was made");
+        }
         Ok(key)
     }
 

@@ -19,6 +19,7 @@ pub mod cache_state;
 pub mod caption_settings;
 pub mod migrate;
 pub mod oauth_apps;
+pub mod oauth_pending;
 pub mod outbox;
 pub mod platforms;
 pub mod schema;

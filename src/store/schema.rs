@@ -12,6 +12,15 @@ diesel::table! {
         created_at -> BigInt,
         last_login_at -> Nullable<BigInt>,
         platforms_version -> BigInt,
+        credentials_version -> BigInt,
+    }
+}
+
+diesel::table! {
+    oauth_pending (state_hash) {
+        state_hash -> Text,
+        user_id -> BigInt,
+        created_at -> BigInt,
     }
 }
 

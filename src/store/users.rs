@@ -22,6 +22,7 @@ pub struct UserRow {
     pub created_at: i64,
     pub last_login_at: Option<i64>,
     pub platforms_version: i64,
+    pub credentials_version: i64,
 }
 
 #[derive(Insertable)]
@@ -85,10 +86,36 @@ pub async fn record_login(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A new password: also bumps the credentials version, so a sign-in that checked the old one
+/// can no longer create a session (see `still_signed_in_as`).
 pub async fn set_password_hash(conn: &mut Conn, id: i64, hash: &str) -> Result<(), StoreError> {
     run!(conn, |c| diesel::update(users::table.find(id))
-        .set(users::password_hash.eq(hash))
+        .set((
+            users::password_hash.eq(hash),
+            users::credentials_version.eq(users::credentials_version + 1),
+        ))
         .execute(c)
         .await)?;
     Ok(())
+}
+
+/// Inside the transaction that creates a session: whether the person is still active with the
+/// credentials their sign-in checked. It is an UPDATE that changes nothing, so that on PostgreSQL
+/// it locks the row until the session is in (a password change waits, then sees the session and
+/// ends it); SQLite's write transaction serialises the two anyway.
+pub async fn still_signed_in_as(
+    conn: &mut Conn,
+    id: i64,
+    credentials_version: i64,
+) -> Result<bool, StoreError> {
+    let n = run!(conn, |c| diesel::update(
+        users::table
+            .find(id)
+            .filter(users::credentials_version.eq(credentials_version))
+            .filter(users::active.eq(true))
+    )
+    .set(users::credentials_version.eq(users::credentials_version))
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
 }

@@ -66,8 +66,16 @@ fn set_secure(response: &mut ResponseHead, secure: bool) {
 }
 
 impl FlashMessageStore for QuietCookieStore {
+    /// A flash cookie that does not verify (forged, truncated, from another key) is ignored, not an
+    /// error: the library would answer 400 on every page until the cookie went away.
     fn load(&self, request: &HttpRequest) -> Result<Vec<FlashMessage>, LoadError> {
-        self.inner.load(request)
+        match self.inner.load(request) {
+            Ok(messages) => Ok(messages),
+            Err(error) => {
+                tracing::info!(error = %error, "ignored a flash cookie that does not verify");
+                Ok(Vec::new())
+            }
+        }
     }
 
     fn store(

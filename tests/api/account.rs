@@ -115,7 +115,7 @@ async fn changing_the_password_ends_the_other_sessions(b: Backend) {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Password changed. 1 other session was ended."));
+    assert!(page.contains("Password changed. Your other session was signed out."));
     assert_eq!(
         location(&app.get_with(&phone, "/account").await),
         "/login?next=%2Faccount"
@@ -168,8 +168,33 @@ async fn sessions_show_their_browser_and_address(b: Backend) {
     assert_eq!(page.matches("<td>127.0.0.1</td>").count(), 2, "{page}");
 }
 
+/// The same password again is refused: it would sign out every other session for nothing.
+async fn a_new_password_must_differ(b: Backend) {
+    let app = spawn_app(b).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let token = app.csrf().await;
+    let r = app
+        .post_form(
+            "/account/password",
+            &[
+                ("csrf_token", token.as_str()),
+                ("current_password", PASSWORD),
+                ("new_password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("must differ from the current one"));
+}
+
 both_databases!(
     ending_another_session_signs_it_out,
+    a_new_password_must_differ,
     changing_the_password_ends_the_other_sessions,
     sessions_show_their_browser_and_address,
 );

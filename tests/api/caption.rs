@@ -391,6 +391,21 @@ async fn the_json_api(b: Backend) {
         "nothing changed"
     );
 
+    // A misspelt field is named, not silently left out.
+    let r = app
+        .api_update(
+            &app.client,
+            json!({"platform_id": pid, "max_post_per_run": 5}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["errors"]["max_post_per_run"]
+        .as_str()
+        .unwrap()
+        .contains("is not a setting"));
+    assert_eq!(app.settings_row(pid).await.unwrap().max_posts_per_run, 30);
+
     // Someone else's connection: 404, nothing changed.
     let mallory = app.create_user("mallory", "user").await;
     let mc = new_client();

@@ -13,7 +13,30 @@ async fn visitors_are_sent_to_sign_in_for_get_and_post(b: Backend) {
         .post_form("/account/password", &[("new_password", "x")])
         .await;
     assert_eq!(r.status().as_u16(), 303);
-    assert_eq!(location(&r), "/login?next=%2Faccount%2Fpassword");
+    assert_eq!(
+        location(&r),
+        "/login?next=%2F",
+        "a form's own address only takes POST: not somewhere to come back to"
+    );
+    // With the page the form was on, back to that page.
+    let r = app
+        .client
+        .post(app.url("/account/password"))
+        .header("Referer", app.url("/account"))
+        .form(&[("new_password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), "/login?next=%2Faccount");
+    let r = app
+        .client
+        .post(app.url("/account/password"))
+        .header("Referer", "https://evil.example/account")
+        .form(&[("new_password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), "/login?next=%2F", "never another site");
     let r = app.post_form("/logout", &[]).await;
     assert_eq!(r.status().as_u16(), 303);
 }
@@ -158,9 +181,12 @@ async fn secure_cookies_behind_https(b: Backend) {
         .collect();
     let session = cookies
         .iter()
-        .find(|c| c.starts_with("fedialt_session="))
-        .unwrap();
-    assert!(session.contains("Secure"), "{session}");
+        .find(|c| c.starts_with("__Host-fedialt_session="))
+        .expect("under https the session cookie is __Host- prefixed");
+    assert!(
+        session.contains("Secure") && session.contains("Path=/") && !session.contains("Domain"),
+        "{session}"
+    );
 }
 
 both_databases!(

@@ -7,15 +7,16 @@ pub mod sessions;
 use actix_web::cookie::{CookieJar, Key};
 use actix_web::HttpRequest;
 
-use crate::keys::Keys;
-use crate::startup::SESSION_COOKIE;
+use crate::startup::session_cookie_name;
+use crate::state::AppState;
 
 /// The table id of the request's own session, from its signed cookie.
-pub fn current_session_id(req: &HttpRequest, keys: &Keys) -> Option<String> {
-    let cookie = req.cookie(SESSION_COOKIE)?;
+pub fn current_session_id(req: &HttpRequest, state: &AppState) -> Option<String> {
+    let name = session_cookie_name(state.config.secure_cookies());
+    let cookie = req.cookie(name)?;
     let mut jar = CookieJar::new();
     jar.add_original(cookie);
-    let key = Key::from(&keys.cookie);
-    let verified = jar.signed(&key).get(SESSION_COOKIE)?;
+    let key = Key::from(&state.keys.cookie);
+    let verified = jar.signed(&key).get(name)?;
     Some(crate::sessions::session_id(verified.value()))
 }

@@ -64,7 +64,7 @@ pub async fn render(
     status: StatusCode,
     errors: &[(&str, String)],
 ) -> Result<HttpResponse, AppError> {
-    let current = current_session_id(req, &state.keys);
+    let current = current_session_id(req, state);
     let mut conn = state.db.conn().await?;
     let sessions: Vec<SessionLine> = store::sessions::for_user(&mut conn, user.uid, store::now())
         .await?

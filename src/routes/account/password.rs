@@ -43,7 +43,7 @@ pub async fn change(
         .passwords
         .verify(
             permit,
-            Secret::new(form.current_password),
+            Secret::new(form.current_password.clone()),
             Some(row.password_hash),
         )
         .await?;
@@ -56,6 +56,11 @@ pub async fn change(
     let new = NewPassword::parse(&form.new_password);
     if let Err(message) = &new {
         errors.push(("new_password", format!("New password: {message}.")));
+    } else if current_ok && form.new_password == form.current_password {
+        errors.push((
+            "new_password",
+            "New password: must differ from the current one.".to_owned(),
+        ));
     }
     let new = match new {
         Ok(new) if errors.is_empty() => new,
@@ -73,17 +78,17 @@ pub async fn change(
     };
     let permit = state.passwords.try_permit()?;
     let hash = state.passwords.hash(permit, new.into_secret()).await?;
-    let keep = current_session_id(&req, &state.keys);
+    let keep = current_session_id(&req, &state);
     let mut conn = state.db.conn().await?;
     store::users::set_password_hash(&mut conn, user.uid, &hash).await?;
     let others = store::sessions::ids_for_user_except(&mut conn, user.uid, keep.as_deref()).await?;
     drop(conn);
     crate::sessions::end_sessions(&state.db, &state.cache, &others).await?;
-    FlashMessage::success(format!(
-        "Password changed. {} other session{} ended.",
-        others.len(),
-        if others.len() == 1 { " was" } else { "s were" }
-    ))
+    FlashMessage::success(match others.len() {
+        0 => "Password changed.".to_owned(),
+        1 => "Password changed. Your other session was signed out.".to_owned(),
+        n => format!("Password changed. Your {n} other sessions were signed out."),
+    })
     .send();
     Ok(see_other("/account"))
 }

@@ -24,6 +24,10 @@ pub async fn end(
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
     let id = path.into_inner();
+    // A session's id is the hex SHA-256 of its key; anything else names no session.
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::NotFound);
+    }
     let mut conn = state.db.conn().await?;
     let mine = store::sessions::live(&mut conn, &id, store::now(), state.config.session_limits())
         .await?

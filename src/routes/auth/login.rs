@@ -158,6 +158,7 @@ async fn start_session(
             username: user.username,
             role: user.role,
             csrf: csrf::random_token(),
+            cv: user.credentials_version,
         },
     )?;
     let user_agent = req
@@ -192,6 +193,13 @@ pub async fn submit(
     }
     let next = safe_next(form.next.as_deref(), &state.config.public_url);
     let username = form.username.trim().to_lowercase();
+    // A name no account can have (control characters, far too long) is refused here, before it
+    // reaches the throttle's keys or the database (PostgreSQL refuses text with a NUL in it).
+    if crate::domain::Username::parse(&username).is_err() {
+        tracing::info!("sign-in failed");
+        let status = StatusCode::UNAUTHORIZED;
+        return login_page(&state, &req, None, status, "", &next, Some(FAILED)).await;
+    }
     let ip = state.client_ip(&req);
     match authenticate(&state, &username, form.password, ip).await? {
         Some(user) => {

@@ -13,6 +13,17 @@ use crate::routes::error::AppError;
 use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 
+/// Every field the call takes.
+const FIELDS: [&str; 7] = [
+    "max_posts_per_run",
+    "max_caption_length",
+    "optimal_min_length",
+    "optimal_max_length",
+    "reprocess_existing",
+    "processing_delay",
+    "platform_id",
+];
+
 fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": message}))
 }
@@ -90,6 +101,23 @@ pub async fn update(
             "The body must be a JSON object.",
         ));
     };
+    // A misspelt field would otherwise be left out silently and the answer say "saved".
+    let unknown: Vec<(String, String)> = body
+        .keys()
+        .filter(|k| !FIELDS.contains(&k.as_str()))
+        .map(|k| {
+            (
+                k.clone(),
+                format!(
+                    "{k} is not a setting; the fields are {}.",
+                    FIELDS.join(", ")
+                ),
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(field_errors(unknown));
+    }
     let platform_id = match platform_id(&state, &session, &user, &body).await? {
         Ok(id) => id,
         Err(response) => return Ok(response),

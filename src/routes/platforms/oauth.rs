@@ -28,6 +28,9 @@ pub struct StartForm {
     csrf_token: String,
 }
 
+const EXPIRED: &str =
+    "That sign-in link has expired or was already used. Start connecting the account again.";
+
 /// How long a started connection waits for the instance's answer.
 const PENDING_FOR_SECS: i64 = 10 * 60;
 
@@ -209,6 +212,15 @@ pub async fn start(
         .append_pair("response_type", "code")
         .append_pair("scope", scopes)
         .append_pair("state", &pending.state);
+    let mut conn = state.db.conn().await?;
+    store::oauth_pending::insert(
+        &mut conn,
+        &crate::sessions::session_id(&pending.state),
+        user.uid,
+        pending.started_at,
+    )
+    .await?;
+    drop(conn);
     session.insert(OAUTH_KEY, &pending)?;
     Ok(see_other(authorize.as_str()))
 }
@@ -230,7 +242,7 @@ fn accept_answer(
         .remove(OAUTH_KEY)
         .and_then(|raw| serde_json::from_str(&raw).ok());
     let Some(pending) = pending.filter(|p| !p.expired(store::now())) else {
-        return Err("That sign-in link has expired or was already used. Start connecting the account again.");
+        return Err(EXPIRED);
     };
     if !query
         .state
@@ -259,6 +271,20 @@ pub async fn callback(
         Ok(accepted) => accepted,
         Err(message) => return Ok(back_with(message)),
     };
+    // The session's copy says it is this session's; the table makes it good once, whatever
+    // other requests on the same session write back.
+    let mut conn = state.db.conn().await?;
+    let first = store::oauth_pending::take(
+        &mut conn,
+        &crate::sessions::session_id(&pending.state),
+        user.uid,
+        store::now() - PENDING_FOR_SECS,
+    )
+    .await?;
+    drop(conn);
+    if !first {
+        return Ok(back_with(EXPIRED));
+    }
     let code = code.as_str();
     let instance = match InstanceUrl::parse(&pending.instance_url, |_| true) {
         Ok(i) => i,

@@ -47,6 +47,8 @@ pub struct FakeState {
     pub hold_verify: Option<Arc<tokio::sync::Semaphore>>,
     /// verify_credentials calls that have arrived.
     pub verify_calls: usize,
+    /// /oauth/token calls that have arrived.
+    pub token_calls: usize,
     /// Overrides the account fields verify_credentials sends (display_name, acct).
     pub account_override: Option<(String, String)>,
 }
@@ -324,6 +326,7 @@ struct TokenForm {
 
 async fn token(shared: web::Data<Shared>, form: web::Form<TokenForm>) -> HttpResponse {
     let mut state = shared.state.lock().unwrap();
+    state.token_calls += 1;
     if state.token_endpoint_fails {
         return HttpResponse::InternalServerError()
             .body("<h1>We're sorry, but something went wrong</h1>");
