@@ -502,14 +502,14 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
     let callback = location(&back);
     let forged = callback.replace("state=", "state=x");
     let r = app.client.get(&forged).send().await.unwrap();
-    assert_eq!(location(&r), "/platforms");
-    assert!(app
-        .get("/platforms")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("the state did not match"));
+    let back_to = format!("/platforms?instance_url={}", urlencode(&fake.url));
+    assert_eq!(location(&r), back_to, "back to the form, the address in it");
+    let page = app.get(&back_to).await.text().await.unwrap();
+    assert!(page.contains("the state did not match"));
+    assert!(
+        page.contains(&format!("value=\"{}\"", escaped(&fake.url))),
+        "the address is back in the Connect field: {page}"
+    );
     // The real callback no longer works either: the pending state is used up.
     app.client.get(&callback).send().await.unwrap();
     assert!(app
@@ -522,7 +522,7 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
 
     fake.set(|s| s.deny = true);
     let r = oauth_flow(&app, &fake).await;
-    assert_eq!(location(&r), "/platforms");
+    assert_eq!(location(&r), back_to);
     assert!(app
         .get("/platforms")
         .await
@@ -536,7 +536,7 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
         s.token_endpoint_fails = true;
     });
     let r = oauth_flow(&app, &fake).await;
-    assert_eq!(location(&r), "/platforms");
+    assert_eq!(location(&r), back_to);
     assert!(app
         .get("/platforms")
         .await
@@ -555,6 +555,10 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
         "the typed address is kept: {page}"
     );
     assert!(app.platform_rows(user.id).await.is_empty());
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn platform_pages_work_with_redis_down(b: Backend) {

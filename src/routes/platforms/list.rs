@@ -65,19 +65,30 @@ pub async fn render(
         .render_status(status, "platforms/index.html")
 }
 
+#[derive(serde::Deserialize)]
+pub struct ShowQuery {
+    /// An instance address to show in the Connect field (after a connection that failed).
+    instance_url: Option<String>,
+}
+
 pub async fn show(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: Session,
     flashes: IncomingFlashMessages,
+    query: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let form = AddForm {
+        oauth_instance_url: query.into_inner().instance_url.unwrap_or_default(),
+        ..AddForm::default()
+    };
     render(
         &state,
         &user,
         &session,
         Some(&flashes),
         StatusCode::OK,
-        &AddForm::default(),
+        &form,
         &[],
     )
     .await

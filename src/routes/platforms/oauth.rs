@@ -51,11 +51,6 @@ impl Pending {
     }
 }
 
-fn back_with(message: impl Into<String>) -> HttpResponse {
-    FlashMessage::error(message.into()).send();
-    see_other("/platforms")
-}
-
 fn redirect_uri(state: &AppState) -> String {
     format!(
         "{}/platforms/oauth/callback",
@@ -234,30 +229,50 @@ pub struct CallbackQuery {
 
 /// The pending request this answer belongs to, and its code; or why it cannot be used. The pending
 /// state is taken out of the session either way: each one is good for one answer.
-fn accept_answer(
-    session: &Session,
-    query: &CallbackQuery,
-) -> Result<(Pending, String), &'static str> {
+/// Why an answer cannot be used, and the address the person typed when it is known (kept for
+/// the form).
+type Refusal = (&'static str, Option<String>);
+
+fn accept_answer(session: &Session, query: &CallbackQuery) -> Result<(Pending, String), Refusal> {
     let pending: Option<Pending> = session
         .remove(OAUTH_KEY)
         .and_then(|raw| serde_json::from_str(&raw).ok());
     let Some(pending) = pending.filter(|p| !p.expired(store::now())) else {
-        return Err(EXPIRED);
+        return Err((EXPIRED, None));
     };
+    let typed = Some(pending.instance_url.clone());
     if !query
         .state
         .as_deref()
         .is_some_and(|s| csrf::tokens_match(&pending.state, s))
     {
-        return Err("The answer from the instance could not be matched to your request (the state did not match), \
-             so nothing was saved. Start connecting the account again.");
+        return Err(("The answer from the instance could not be matched to your request (the state did not match), \
+             so nothing was saved. Start connecting the account again.", typed));
     }
     if query.error.is_some() {
-        return Err("The instance says the authorization was denied, so no account was connected.");
+        return Err((
+            "The instance says the authorization was denied, so no account was connected.",
+            typed,
+        ));
     }
     match query.code.as_deref().filter(|c| !c.is_empty()) {
         Some(code) => Ok((pending, code.to_owned())),
-        None => Err("The instance sent no authorization code; nothing was saved."),
+        None => Err((
+            "The instance sent no authorization code; nothing was saved.",
+            typed,
+        )),
+    }
+}
+
+/// Back to /platforms with the message, and the instance's address in the Connect field again.
+fn back_to(message: impl Into<String>, instance_url: Option<&str>) -> HttpResponse {
+    FlashMessage::error(message.into()).send();
+    match instance_url {
+        Some(url) => {
+            let url: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+            see_other(&format!("/platforms?instance_url={url}"))
+        }
+        None => see_other("/platforms"),
     }
 }
 
@@ -269,8 +284,10 @@ pub async fn callback(
 ) -> Result<HttpResponse, AppError> {
     let (pending, code) = match accept_answer(&session, &query) {
         Ok(accepted) => accepted,
-        Err(message) => return Ok(back_with(message)),
+        Err((message, typed)) => return Ok(back_to(message, typed.as_deref())),
     };
+    let typed = pending.instance_url.clone();
+    let back_with = |message: String| back_to(message, Some(&typed));
     // The session's copy says it is this session's; the table makes it good once, whatever
     // other requests on the same session write back.
     let mut conn = state.db.conn().await?;
@@ -283,7 +300,7 @@ pub async fn callback(
     .await?;
     drop(conn);
     if !first {
-        return Ok(back_with(EXPIRED));
+        return Ok(back_with(EXPIRED.to_owned()));
     }
     let code = code.as_str();
     let instance = match InstanceUrl::parse(&pending.instance_url, |_| true) {
