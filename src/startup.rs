@@ -83,8 +83,14 @@ impl Application {
 
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let background = db.background();
+        // Keeping the Redis copy in step (outbox, breaker recovery) is the web app's own business;
+        // the worker's (today: the housekeeping sweep) runs here unless FEDIALT_WORKER=false.
         cache.spawn_maintenance(background.clone(), shutdown_rx.clone());
-        crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx);
+        if config.worker {
+            crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx);
+        } else {
+            tracing::info!("FEDIALT_WORKER=false: no worker in this process; run `fedialt worker`");
+        }
 
         let session_store = TieredSessionStore::new(
             db.clone(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Cache, CacheError, Kind};
+use super::{Cache, CacheError};
 
 impl Cache {
     /// Counts one attempt on each key, atomically, and returns (count, ms left in the window) for
@@ -16,7 +16,7 @@ impl Cache {
         let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
         let n = keys.len() as u64;
         let flat: Vec<i64> = self
-            .exec(Kind::Throttle, n * 3, |mut c| async move {
+            .exec(n * 3, |mut c| async move {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 for key in &keys {
@@ -52,7 +52,7 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let keys: Vec<String> = logicals.iter().map(|l| self.global_key(l)).collect();
         let n = keys.len() as u64;
-        self.exec_gated(Kind::Throttle, n, bypass, |mut c| async move {
+        self.exec_gated(n, bypass, |mut c| async move {
             redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await
         })
         .await

@@ -114,7 +114,7 @@ impl Cache {
                 self.delete_global_gated(std::slice::from_ref(&row.cache_key), bypass)
                     .await
             } else {
-                self.invalidate_gated(kind, &row.cache_key, row.min_version, bypass)
+                self.invalidate_gated(&row.cache_key, row.min_version, bypass)
                     .await
                     .map(|_| ())
             };

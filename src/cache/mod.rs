@@ -203,7 +203,7 @@ impl Cache {
             return RedisStatus::Disabled;
         }
         match self
-            .exec(Kind::Throttle, 1, |mut c| async move {
+            .exec(1, |mut c| async move {
                 redis::cmd("PING").query_async::<String>(&mut c).await
             })
             .await
@@ -241,18 +241,17 @@ impl Cache {
 
     /// Runs one round trip (`commands` commands) on a pooled connection, under the breaker and the
     /// command timeout. A failure to reach Redis trips the breaker.
-    pub async fn exec<T, F, Fut>(&self, kind: Kind, commands: u64, op: F) -> Result<T, CacheError>
+    pub async fn exec<T, F, Fut>(&self, commands: u64, op: F) -> Result<T, CacheError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
-        self.exec_gated(kind, commands, false, op).await
+        self.exec_gated(commands, false, op).await
     }
 
     /// `exec`, where `bypass` lets the recovery path talk to Redis while the breaker is still open.
     async fn exec_gated<T, F, Fut>(
         &self,
-        _kind: Kind,
         commands: u64,
         bypass: bool,
         op: F,
@@ -360,7 +359,7 @@ impl Cache {
         let epoch = near.map(|n| n.epoch());
         let wanted: Vec<&String> = missing.iter().map(|i| &keys[*i]).collect();
         let raws: Vec<Option<Vec<u8>>> = self
-            .exec(logicals[missing[0]].0, 1, |mut c| async move {
+            .exec(1, |mut c| async move {
                 if wanted.len() == 1 {
                     let raw: Option<Vec<u8>> =
                         redis::cmd("GET").arg(wanted[0]).query_async(&mut c).await?;
@@ -406,7 +405,6 @@ impl Cache {
     /// Writes a copy of a row at `version`, unless Redis already holds something as new.
     pub async fn put_if_newer(
         &self,
-        kind: Kind,
         logical: &str,
         version: i64,
         payload: &[u8],
@@ -419,23 +417,16 @@ impl Cache {
             tag: "D",
             ttl,
         };
-        self.cas(kind, write, false).await
+        self.cas(write, false).await
     }
 
     /// Marks everything below `min_version` invalid (with TOMBSTONE: the row is gone).
-    pub async fn invalidate(
-        &self,
-        kind: Kind,
-        logical: &str,
-        min_version: i64,
-    ) -> Result<bool, CacheError> {
-        self.invalidate_gated(kind, logical, min_version, false)
-            .await
+    pub async fn invalidate(&self, logical: &str, min_version: i64) -> Result<bool, CacheError> {
+        self.invalidate_gated(logical, min_version, false).await
     }
 
     async fn invalidate_gated(
         &self,
-        kind: Kind,
         logical: &str,
         min_version: i64,
         bypass: bool,
@@ -447,10 +438,10 @@ impl Cache {
             tag: "I",
             ttl: keys::ROW_TTL,
         };
-        self.cas(kind, write, bypass).await
+        self.cas(write, bypass).await
     }
 
-    async fn cas(&self, kind: Kind, write: CasWrite, bypass: bool) -> Result<bool, CacheError> {
+    async fn cas(&self, write: CasWrite, bypass: bool) -> Result<bool, CacheError> {
         let CasWrite {
             key,
             version,
@@ -463,7 +454,7 @@ impl Cache {
             None => return Err(CacheError::Disabled),
         };
         let written: i64 = self
-            .exec_gated(kind, 1, bypass, |mut c| async move {
+            .exec_gated(1, bypass, |mut c| async move {
                 script
                     .key(key)
                     .arg(version)

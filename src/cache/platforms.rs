@@ -137,13 +137,7 @@ impl PlatformManager {
             Err(_) => return false,
         };
         self.cache
-            .put_if_newer(
-                Kind::Platform,
-                &list_key(user_id),
-                version,
-                &payload,
-                keys::ROW_TTL,
-            )
+            .put_if_newer(&list_key(user_id), version, &payload, keys::ROW_TTL)
             .await
             .is_ok()
     }
@@ -204,12 +198,7 @@ impl PlatformManager {
         if self.put(user_id, version, &list).await {
             delivered.push(outbox[0]);
             for (key, id) in gone.iter().zip(&outbox[1..]) {
-                if self
-                    .cache
-                    .invalidate(Kind::of_logical(key), key, keys::TOMBSTONE)
-                    .await
-                    .is_ok()
-                {
+                if self.cache.invalidate(key, keys::TOMBSTONE).await.is_ok() {
                     delivered.push(*id);
                 }
             }

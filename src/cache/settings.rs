@@ -98,13 +98,7 @@ impl SettingsManager {
         }) {
             let _ = self
                 .cache
-                .put_if_newer(
-                    Kind::Settings,
-                    &settings_key(platform_id),
-                    version,
-                    &payload,
-                    keys::ROW_TTL,
-                )
+                .put_if_newer(&settings_key(platform_id), version, &payload, keys::ROW_TTL)
                 .await;
         }
         Ok(saved)
@@ -182,7 +176,7 @@ impl SettingsManager {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if self
                 .cache
-                .put_if_newer(Kind::Settings, &key, version, &payload, keys::ROW_TTL)
+                .put_if_newer(&key, version, &payload, keys::ROW_TTL)
                 .await
                 .is_ok()
             {

@@ -135,7 +135,6 @@ impl TieredSessionStore {
         if let Err(error) = self
             .cache
             .put_if_newer(
-                Kind::Session,
                 &keys::session(id),
                 version,
                 &payload,
@@ -282,7 +281,6 @@ impl TieredSessionStore {
             let cached = self
                 .cache
                 .put_if_newer(
-                    Kind::Session,
                     &keys::session(id),
                     written.version,
                     &payload,
@@ -322,10 +320,7 @@ pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), 
     }
     let mut delivered = Vec::new();
     for (id, outbox_id) in ids.iter().zip(&outbox_ids) {
-        match cache
-            .invalidate(Kind::Session, &keys::session(id), keys::TOMBSTONE)
-            .await
-        {
+        match cache.invalidate(&keys::session(id), keys::TOMBSTONE).await {
             Ok(_) => delivered.push(*outbox_id),
             Err(error) => {
                 tracing::info!(error = %error, "session end queued in the outbox for Redis");

@@ -9,12 +9,7 @@ async fn ending_another_session_signs_it_out(b: Backend) {
     let phone = new_client();
     app.login_with(&laptop, "alice", PASSWORD).await;
     let phone_cookie = session_cookie(&app.login_with(&phone, "alice", PASSWORD).await);
-    let page = app
-        .get_with(&laptop, "/account")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page_with(&laptop, "/account").await;
     assert_eq!(
         page.matches("End session").count(),
         1,
@@ -109,12 +104,7 @@ async fn changing_the_password_ends_the_other_sessions(b: Backend) {
         )
         .await;
     assert_eq!(location(&r), "/account");
-    let page = app
-        .get_with(&laptop, "/account")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page_with(&laptop, "/account").await;
     assert!(page.contains("Password changed. Your other session was signed out."));
     assert_eq!(
         location(&app.get_with(&phone, "/account").await),
@@ -157,12 +147,7 @@ async fn sessions_show_their_browser_and_address(b: Backend) {
         .unwrap();
     app.login_with(&firefox, "alice", PASSWORD).await;
     app.login_with(&phone, "alice", PASSWORD).await;
-    let page = app
-        .get_with(&firefox, "/account")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page_with(&firefox, "/account").await;
     assert!(page.contains("Firefox on Linux"), "{page}");
     assert!(page.contains("Safari on iPhone"), "{page}");
     assert_eq!(page.matches("<td>127.0.0.1</td>").count(), 2, "{page}");

@@ -114,9 +114,9 @@ async fn logout_ends_the_session(b: Backend) {
     let token = app.csrf().await;
     let r = app.post_form("/logout", &[("csrf_token", &token)]).await;
     assert_eq!(location(&r), "/login");
-    let page = app.get("/login").await.text().await.unwrap();
+    let page = app.page("/login").await;
     assert!(page.contains("You are signed out."), "flash shown");
-    let again = app.get("/login").await.text().await.unwrap();
+    let again = app.page("/login").await;
     assert!(!again.contains("You are signed out."), "flash shown once");
     assert_eq!(
         get_with_cookie(&app, "/account", &cookie)

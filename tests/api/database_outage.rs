@@ -31,7 +31,7 @@ async fn timed<R>(request: impl std::future::Future<Output = R>) -> (R, Duration
 
 async fn sign_in_attempt(app: &TestApp) -> reqwest::Response {
     let client = new_client();
-    let page = app.get_with(&client, "/login").await.text().await.unwrap();
+    let page = app.page_with(&client, "/login").await;
     let token = csrf_from(&page);
     client
         .post(app.url("/login"))

@@ -436,7 +436,7 @@ async fn attempt(
     forwarded_for: Option<&str>,
 ) -> reqwest::Response {
     let client = new_client();
-    let page = app.get_with(&client, "/login").await.text().await.unwrap();
+    let page = app.page_with(&client, "/login").await;
     let token = csrf_from(&page);
     let mut request = client.post(app.url("/login")).form(&[
         ("username", username),
@@ -457,7 +457,7 @@ async fn parallel_wrong_passwords_check_at_most_the_limit(b: Backend) {
     let mut ready = Vec::new();
     for _ in 0..30 {
         let client = new_client();
-        let page = app.get_with(&client, "/login").await.text().await.unwrap();
+        let page = app.page_with(&client, "/login").await;
         ready.push((client, csrf_from(&page)));
     }
     let tasks: Vec<_> = ready
@@ -761,9 +761,9 @@ async fn installs_sharing_a_redis_stay_apart(b: Backend) {
     first.login(&one).await;
     second.login(&two).await;
     first.connect_platform("alice").await;
-    let page = first.get("/platforms").await.text().await.unwrap();
+    let page = first.page("/platforms").await;
     assert!(page.contains("alice (display) on"), "{page}");
-    let page = second.get("/platforms").await.text().await.unwrap();
+    let page = second.page("/platforms").await;
     assert!(
         page.contains("No account connected yet"),
         "the other install's connection is not shown: {page}"
@@ -898,7 +898,7 @@ async fn cookies_follow_the_public_url(b: Backend) {
         .find(|c| c.starts_with("fedialt_flash="))
         .expect("a flash cookie");
     assert!(!flash.contains("Secure"), "{flash}");
-    let page = http.get("/platforms").await.text().await.unwrap();
+    let page = http.page("/platforms").await;
     assert!(page.contains("invisible text-direction marks"), "{page}");
     assert!(!page.contains("bad\u{202e}name"));
 

@@ -67,30 +67,32 @@ async fn redis_over_tls() {
         .expect("openssl is installed");
     assert!(made.status.success());
     let port = free_port();
-    let mut server = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = crate::services::KillOnDrop(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("rediss://127.0.0.1:{port}/0#insecure");
     let up = eventually(std::time::Duration::from_secs(10), || {
         let url = url.clone();
@@ -123,7 +125,5 @@ async fn redis_over_tls() {
             .any(|k| k.contains("session:")),
         "the session is in Redis, over TLS"
     );
-    let _ = server.kill();
-    let _ = server.wait();
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -65,7 +65,17 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database for an app: on PostgreSQL a copy of the migrated template.
     pub async fn new(backend: Backend) -> TestDatabase {
+        TestDatabase::make(backend, true).await
+    }
+
+    /// A database with nothing in it (for the migration tests).
+    pub async fn empty(backend: Backend) -> TestDatabase {
+        TestDatabase::make(backend, false).await
+    }
+
+    async fn make(backend: Backend, migrated: bool) -> TestDatabase {
         let data_dir = std::env::temp_dir().join(format!("fedialt-test-{}", random_suffix()));
         std::fs::create_dir_all(&data_dir).unwrap();
         match backend {
@@ -77,7 +87,15 @@ impl TestDatabase {
             },
             Backend::Postgres => {
                 let name = format!("fedialt_test_{}", random_suffix());
-                pg_execute(&admin_pg_url(), &format!("CREATE DATABASE {name}")).await;
+                let create = if migrated {
+                    format!(
+                        "CREATE DATABASE {name} TEMPLATE {}",
+                        migrated_template().await
+                    )
+                } else {
+                    format!("CREATE DATABASE {name}")
+                };
+                pg_execute(&admin_pg_url(), &create).await;
                 let base = admin_pg_url();
                 let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
                 TestDatabase {
@@ -121,6 +139,41 @@ impl Drop for TestDatabase {
             .join();
         }
     }
+}
+
+/// A PostgreSQL database with every migration applied, made once per test run: each test's
+/// database is a copy of it (CREATE DATABASE … TEMPLATE), which is much faster than migrating each
+/// time. Its name starts like the tests' databases, so scripts/test.sh removes it next run.
+async fn migrated_template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("fedialt_test_template_{}", random_suffix());
+            pg_execute(&admin_pg_url(), &format!("CREATE DATABASE {name}")).await;
+            let base = admin_pg_url();
+            let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+            fedialt::store::migrate::run_pending(&url)
+                .await
+                .expect("the template database migrates");
+            name
+        })
+        .await
+}
+
+/// Logs of the apps a test spawns: shown for a failing test with TEST_LOG=1 (`TEST_LOG=1
+/// ./scripts/test.sh name`), captured per test like its other output; off otherwise.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 pub async fn pg_execute(url: &str, sql: &str) {
@@ -227,6 +280,7 @@ async fn spawn_on(
     secret_key: String,
     options: Options,
 ) -> TestApp {
+    init_test_log();
     let config = config_for(&db, &prefix, &secret_key, &options);
     let app = Application::build(config).await.expect("the app builds");
     let port = app.port();
@@ -241,6 +295,55 @@ async fn spawn_on(
         prefix,
         secret_key,
         options,
+    }
+}
+
+/// A missed invalidation fails loudly: once a test is over and the app's Redis answers, every
+/// outbox row must reach it within a few seconds (crates.io's leftover-jobs check, for the cache).
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() || !self.state.cache.enabled() {
+            return;
+        }
+        let state = self.state.clone();
+        // A pool of its own on this thread's runtime: the app's pool belongs to the test's.
+        let url = self.db.url.clone();
+        let left = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let db = fedialt::store::Db::connect(&url, 1, Duration::from_secs(5))
+                    .await
+                    .ok()?;
+                loop {
+                    if state.cache.status() != fedialt::cache::RedisStatus::Ok {
+                        return None; // Redis is away at the end of this test: nothing to check.
+                    }
+                    let rows = match db.conn().await {
+                        Ok(mut conn) => fedialt::store::outbox::count(&mut conn).await.ok()?,
+                        Err(_) => return None,
+                    };
+                    if rows == 0 {
+                        return None;
+                    }
+                    if Instant::now() > deadline {
+                        return Some(rows);
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            })
+        })
+        .join()
+        .ok()
+        .flatten();
+        if let Some(rows) = left {
+            panic!(
+                "{rows} outbox rows never reached a reachable Redis: an invalidation was missed"
+            );
+        }
     }
 }
 
@@ -327,6 +430,16 @@ impl TestApp {
 
     pub async fn get_with(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
         client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The text of a page, as this app's own client sees it.
+    pub async fn page(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    /// The text of a page, as `client` sees it.
+    pub async fn page_with(&self, client: &reqwest::Client, path: &str) -> String {
+        self.get_with(client, path).await.text().await.unwrap()
     }
 
     pub async fn create_user(&self, username: &str, role: &str) -> TestUser {

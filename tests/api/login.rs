@@ -191,7 +191,7 @@ async fn address_throttle_and_trusted_proxies(b: Backend) {
     // 20 failures from one forwarded address, spread over usernames so none hits its own limit.
     for i in 0..20 {
         let client = new_client();
-        let page = app.get_with(&client, "/login").await.text().await.unwrap();
+        let page = app.page_with(&client, "/login").await;
         let token = csrf_from(&page);
         let r = client
             .post(app.url("/login"))
@@ -211,7 +211,7 @@ async fn address_throttle_and_trusted_proxies(b: Backend) {
         let password = carol.password.clone();
         async move {
             let client = new_client();
-            let page = app.get_with(&client, "/login").await.text().await.unwrap();
+            let page = app.page_with(&client, "/login").await;
             let token = csrf_from(&page);
             client
                 .post(app.url("/login"))
@@ -234,14 +234,14 @@ async fn address_throttle_and_trusted_proxies(b: Backend) {
 
 async fn login_page_says_how_to_create_the_first_admin(b: Backend) {
     let app = spawn_app(b).await;
-    let page = app.get("/login").await.text().await.unwrap();
+    let page = app.page("/login").await;
     assert!(page.contains("fedialt create-admin"));
     assert!(
         page.contains("cargo run -- create-admin"),
         "the form for people who started it with cargo run too"
     );
     app.create_user("admin", "admin").await;
-    let page = app.get("/login").await.text().await.unwrap();
+    let page = app.page("/login").await;
     assert!(!page.contains("fedialt create-admin"));
 }
 
@@ -268,7 +268,7 @@ async fn anonymous_login_page_writes_nothing(b: Backend) {
 async fn session_id_is_renewed_at_sign_in(b: Backend) {
     let app = spawn_app(b).await;
     let alice = app.create_user("alice", "user").await;
-    let page = app.get("/login").await.text().await.unwrap();
+    let page = app.page("/login").await;
     let token = csrf_from(&page);
     let form = [
         ("username", "alice"),

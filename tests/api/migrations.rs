@@ -35,7 +35,7 @@ async fn schema(db: &TestDatabase) -> Vec<String> {
 }
 
 async fn each_down_reverts_its_up(b: Backend) {
-    let db = TestDatabase::new(b).await;
+    let db = TestDatabase::empty(b).await;
     if b == Backend::Sqlite {
         std::fs::File::create(&db.url).unwrap();
     }

@@ -72,13 +72,13 @@ async fn token_path_success_on_mastodon(b: Backend) {
     fake.set(|s| s.description_limit = Some(1234));
     fake.add_account("tok-alice-secret", "alice");
     let (app, user) = signed_in(b, Options::default()).await;
-    let empty = app.get("/platforms").await.text().await.unwrap();
+    let empty = app.page("/platforms").await;
     assert!(empty.contains("No account connected yet"));
 
     let r = app.add_platform(&fake.url, "tok-alice-secret").await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(location(&r), "/platforms");
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     assert!(
         page.contains(&format!("Connected @alice@{}", fake.host)),
         "flash"
@@ -264,7 +264,7 @@ async fn the_same_account_again_updates_instead_of_duplicating(b: Backend) {
         s.accounts.insert("second-token".into(), account);
     });
     app.add_platform_ok(&fake.url, "second-token").await;
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     assert!(page.contains("was already connected; its token is updated"));
     assert!(!page.contains("Needs a new token"));
     let rows = app.platform_rows(user.id).await;
@@ -335,20 +335,14 @@ async fn rename_default_switch_delete_and_other_peoples_ids(b: Backend) {
         &[("csrf_token", &token), ("name", "   ")],
     )
     .await;
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     assert!(page.contains("Name must not be empty; the account was not renamed."));
     app.post_form(
         &format!("/platforms/{first}/rename"),
         &[("csrf_token", &token), ("name", "Main account")],
     )
     .await;
-    assert!(app
-        .get("/platforms")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("<h2>Main account"));
+    assert!(app.page("/platforms").await.contains("<h2>Main account"));
     // Default.
     app.post_form(
         &format!("/platforms/{second}/default"),
@@ -363,16 +357,11 @@ async fn rename_default_switch_delete_and_other_peoples_ids(b: Backend) {
         &[("csrf_token", &token)],
     )
     .await;
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     let marker = page.find("working on this one").unwrap();
     assert!(page[..marker].contains("Main account") && !page[..marker].contains("alice2"));
     // Delete: confirmation page, then the delete.
-    let confirm = app
-        .get(&format!("/platforms/{second}/delete"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let confirm = app.page(&format!("/platforms/{second}/delete")).await;
     assert!(confirm.contains("caption settings") && confirm.contains("drafts"));
     let r = app
         .post_form(
@@ -385,11 +374,8 @@ async fn rename_default_switch_delete_and_other_peoples_ids(b: Backend) {
     assert_eq!(rows.len(), 1);
     assert!(rows[0].is_default, "the remaining one becomes the default");
     assert!(!app
-        .get("/platforms")
+        .page("/platforms")
         .await
-        .text()
-        .await
-        .unwrap()
         .contains(&format!("id=\"platform-{second}\"")));
     assert_eq!(app.platform_rows(mallory.id).await[0].id, theirs);
 }
@@ -441,7 +427,7 @@ async fn oauth_success_on_both_flavours(b: Backend) {
 
     let done = oauth_flow(&app, &mastodon).await;
     assert_eq!(location(&done), "/platforms");
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     assert!(
         page.contains(&format!("Connected @alice@{}", mastodon.host)),
         "{page}"
@@ -504,7 +490,7 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
     let r = app.client.get(&forged).send().await.unwrap();
     let back_to = format!("/platforms?instance_url={}", urlencode(&fake.url));
     assert_eq!(location(&r), back_to, "back to the form, the address in it");
-    let page = app.get(&back_to).await.text().await.unwrap();
+    let page = app.page(&back_to).await;
     assert!(page.contains("the state did not match"));
     assert!(
         page.contains(&format!("value=\"{}\"", escaped(&fake.url))),
@@ -513,22 +499,16 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
     // The real callback no longer works either: the pending state is used up.
     app.client.get(&callback).send().await.unwrap();
     assert!(app
-        .get("/platforms")
+        .page("/platforms")
         .await
-        .text()
-        .await
-        .unwrap()
         .contains("expired or was already used"));
 
     fake.set(|s| s.deny = true);
     let r = oauth_flow(&app, &fake).await;
     assert_eq!(location(&r), back_to);
     assert!(app
-        .get("/platforms")
+        .page("/platforms")
         .await
-        .text()
-        .await
-        .unwrap()
         .contains("authorization was denied"));
 
     fake.set(|s| {
@@ -538,11 +518,8 @@ async fn oauth_state_mismatch_denial_and_instance_error(b: Backend) {
     let r = oauth_flow(&app, &fake).await;
     assert_eq!(location(&r), back_to);
     assert!(app
-        .get("/platforms")
+        .page("/platforms")
         .await
-        .text()
-        .await
-        .unwrap()
         .contains("answered with an error (HTTP 500)"));
 
     // A refused start shows the page again, with the typed address kept in its field.
@@ -568,13 +545,7 @@ async fn platform_pages_work_with_redis_down(b: Backend) {
     let mut redis = RedisServer::start().await;
     let (app, user) = signed_in(b, Options::redis(redis.url())).await;
     app.add_platform(&fake.url, "t1").await;
-    assert!(app
-        .get("/platforms")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("alice"));
+    assert!(app.page("/platforms").await.contains("alice"));
     redis.kill();
     assert_eq!(
         app.add_platform(&fake.url, "t2").await.status().as_u16(),
@@ -619,7 +590,7 @@ async fn platform_pages_work_with_redis_down(b: Backend) {
         })
         .await
     );
-    let page = app.get("/platforms").await.text().await.unwrap();
+    let page = app.page("/platforms").await;
     assert!(!page.contains("Renamed") && page.contains("alice"));
 }
 

@@ -122,6 +122,16 @@ impl Drop for RedisServer {
     }
 }
 
+/// A child process (a server a test started by hand) killed when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A TCP listener that accepts connections and never answers: a black-holed Redis.
 pub struct BlackHole {
     pub port: u16,
