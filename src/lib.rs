@@ -11,6 +11,7 @@ pub mod keys;
 pub mod memo;
 pub mod platforms;
 pub mod routes;
+pub mod services;
 pub mod sessions;
 pub mod startup;
 pub mod state;

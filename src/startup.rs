@@ -13,14 +13,14 @@ use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context;
 
 use crate::auth::throttle::LoginThrottle;
-use crate::cache::platforms::PlatformManager;
-use crate::cache::settings::SettingsManager;
 use crate::cache::Cache;
 use crate::config::{Config, SessionStorage};
 use crate::crypto::SecretBox;
 use crate::keys::Keys;
 use crate::platforms::guard::AddressPolicy;
 use crate::platforms::InstanceClient;
+use crate::services::platforms::PlatformManager;
+use crate::services::settings::SettingsManager;
 use crate::sessions::TieredSessionStore;
 use crate::state::AppState;
 use crate::store::{self, Db};

@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 
 use crate::auth::throttle::LoginThrottle;
-use crate::cache::platforms::PlatformManager;
-use crate::cache::settings::SettingsManager;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::SecretBox;
 use crate::keys::Keys;
 use crate::platforms::InstanceClient;
+use crate::services::platforms::PlatformManager;
+use crate::services::settings::SettingsManager;
 use crate::store::Db;
 
 /// Responses by status class (1xx … 5xx), counted by the request middleware, shown at /metrics.

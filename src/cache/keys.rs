@@ -57,6 +57,16 @@ pub fn session(id_hash: &str) -> String {
     format!("session:{id_hash}")
 }
 
+/// A person's list of platform connections.
+pub fn platforms(user_id: i64) -> String {
+    format!("platforms:{user_id}")
+}
+
+/// A connection's caption settings.
+pub fn settings(platform_id: i64) -> String {
+    format!("settings:{platform_id}")
+}
+
 pub fn throttle(scope: &str) -> String {
     format!("throttle:{scope}")
 }

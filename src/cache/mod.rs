@@ -21,8 +21,6 @@ pub mod keys;
 pub mod maintenance;
 pub mod manager;
 pub mod near;
-pub mod platforms;
-pub mod settings;
 
 pub use entry::Entry;
 pub use keys::Kind;

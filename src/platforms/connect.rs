@@ -3,10 +3,10 @@
 //! connection (new token, "needs a new token" cleared) instead of adding a duplicate.
 
 use super::client::{InstanceClient, PlatformError};
-use crate::cache::platforms::PlatformManager;
 use crate::config::Secret;
 use crate::crypto::{self, CryptoError, SecretBox};
 use crate::domain::{InstanceUrl, PlatformType};
+use crate::services::platforms::PlatformManager;
 use crate::store::{self, platforms::NewPlatform, StoreError};
 
 pub struct NewConnection {

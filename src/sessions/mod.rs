@@ -19,7 +19,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{keys, Cache, Entry, Kind};
+use crate::cache::{keys, Cache, Kind};
+use crate::services::versioned::{Lookup, Put, Versioned, Written as Cacheable};
 use crate::store::sessions::{Lifetime, SessionRow, Written};
 use crate::store::{self, Db, StoreError};
 use crate::write_tx;
@@ -45,8 +46,8 @@ pub struct Client {
 #[derive(Clone)]
 pub struct TieredSessionStore {
     db: Db,
-    cache: Cache,
-    use_redis: bool,
+    /// The Redis copies (the one caching pattern); a disabled cache with SESSION_STORAGE=database.
+    sessions: Versioned<Cached>,
     idle: Duration,
     limits: Lifetime,
     /// Sessions whose expiry is being slid right now, so a burst of views slides it once.
@@ -54,7 +55,7 @@ pub struct TieredSessionStore {
 }
 
 #[derive(Clone, Serialize, Deserialize)]
-struct Cached {
+pub struct Cached {
     state: State,
     touched: i64,
     /// The row's expiry when this copy was made (idle timeout or absolute lifetime, the sooner).
@@ -94,10 +95,10 @@ fn user_of(state: &State) -> Option<i64> {
 impl TieredSessionStore {
     /// `idle` is the sliding idle timeout, `max` the absolute lifetime from sign-in.
     pub fn new(db: Db, cache: Cache, use_redis: bool, idle: Duration, max: Duration) -> Self {
+        let cache = if use_redis { cache } else { Cache::disabled() };
         TieredSessionStore {
+            sessions: Versioned::new(db.clone(), cache, Kind::Session),
             db,
-            use_redis: use_redis && cache.enabled(),
-            cache,
             idle,
             limits: Lifetime {
                 idle: idle.as_secs() as i64,
@@ -116,34 +117,30 @@ impl TieredSessionStore {
         (self.idle_secs() / 4).clamp(1, 300)
     }
 
+    /// How long a copy made now may live in Redis: the idle timeout, never past the row's expiry.
+    fn ttl_until(&self, expires: i64, now: i64) -> Duration {
+        self.idle
+            .min(Duration::from_secs((expires - now).max(1) as u64))
+    }
+
     async fn fill(&self, id: &str, version: i64, state: &State, touched: i64, expires: i64) {
-        if !self.use_redis {
+        let now = store::now();
+        if expires <= now {
             return;
         }
-        let left = expires - store::now();
-        if left <= 0 {
-            return;
-        }
-        let payload = match serde_json::to_vec(&Cached {
+        let cached = Cached {
             state: state.clone(),
             touched,
             expires: Some(expires),
-        }) {
-            Ok(p) => p,
-            Err(_) => return,
         };
-        if let Err(error) = self
-            .cache
-            .put_if_newer(
+        self.sessions
+            .fill(
                 &keys::session(id),
                 version,
-                &payload,
-                self.idle.min(Duration::from_secs(left as u64)),
+                &cached,
+                self.ttl_until(expires, now),
             )
-            .await
-        {
-            tracing::debug!(error = %error, "session not cached");
-        }
+            .await;
     }
 
     /// Reads the session from the table and puts it back into Redis. Slides the table's expiry
@@ -250,121 +247,80 @@ impl TieredSessionStore {
     async fn write_state(&self, id: &str, state: State) -> Result<bool, StoreError> {
         let text = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = store::now();
-        let use_outbox = self.use_redis;
         let limits = self.limits;
-        let mut conn = self.db.conn().await?;
-        let updated: Option<(Written, Option<i64>)> = write_tx!(conn, {
-            let written =
-                store::sessions::update_state(&mut conn, id, user_of(&state), &text, now, limits)
-                    .await?;
-            match written {
-                Some(w) if use_outbox => {
-                    let outbox =
-                        store::outbox::push(&mut conn, &keys::session(id), w.version).await?;
-                    Ok(Some((w, Some(outbox))))
-                }
-                Some(w) => Ok(Some((w, None))),
-                None => Ok(None),
-            }
-        })?;
-        let Some((written, outbox)) = updated else {
-            return Ok(false);
-        };
-        if let Some(outbox) = outbox {
-            let payload = serde_json::to_vec(&Cached {
-                state,
-                touched: now,
-                expires: Some(written.expires_at),
+        let user = user_of(&state);
+        let key = keys::session(id);
+        let id = id.to_owned();
+        let store = self.clone();
+        self.sessions
+            .write(move |conn| {
+                Box::pin(async move {
+                    let written =
+                        store::sessions::update_state(conn, &id, user, &text, now, limits).await?;
+                    let Some(written) = written else {
+                        return Ok(Cacheable::nothing(false));
+                    };
+                    Ok(Cacheable {
+                        result: true,
+                        put: Some(Put {
+                            key,
+                            version: written.version,
+                            value: Cached {
+                                state,
+                                touched: now,
+                                expires: Some(written.expires_at),
+                            },
+                            ttl: store.ttl_until(written.expires_at, now),
+                        }),
+                        gone: Vec::new(),
+                    })
+                })
             })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let left = (written.expires_at - now).max(1) as u64;
-            let cached = self
-                .cache
-                .put_if_newer(
-                    &keys::session(id),
-                    written.version,
-                    &payload,
-                    self.idle.min(Duration::from_secs(left)),
-                )
-                .await;
-            if cached.is_ok() {
-                store::outbox::remove(&mut conn, &[outbox]).await?;
-            }
-        }
-        Ok(true)
+            .await
     }
 }
 
-/// Ends sessions by table id: table rows and outbox rows in one transaction, then tombstones to
-/// Redis; the outbox rows go once Redis has them (else the drain delivers them later).
+/// Ends sessions by table id: the rows go, and their Redis copies become tombstones (through the
+/// outbox when Redis is away), so an ended session never comes back.
 pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut conn = db.conn().await?;
-    let use_outbox = cache.enabled();
-    let outbox_ids: Vec<i64> = write_tx!(conn, {
-        let mut pushed = Vec::new();
-        for id in ids {
-            store::sessions::delete(&mut conn, id).await?;
-            if use_outbox {
-                pushed.push(
-                    store::outbox::push(&mut conn, &keys::session(id), keys::TOMBSTONE).await?,
-                );
-            }
-        }
-        Ok(pushed)
-    })?;
-    if !use_outbox {
-        return Ok(());
-    }
-    let mut delivered = Vec::new();
-    for (id, outbox_id) in ids.iter().zip(&outbox_ids) {
-        match cache.invalidate(&keys::session(id), keys::TOMBSTONE).await {
-            Ok(_) => delivered.push(*outbox_id),
-            Err(error) => {
-                tracing::info!(error = %error, "session end queued in the outbox for Redis");
-                break;
-            }
-        }
-    }
-    store::outbox::remove(&mut conn, &delivered).await
+    let ids = ids.to_vec();
+    Versioned::<Cached>::new(db.clone(), cache.clone(), Kind::Session)
+        .write(move |conn| {
+            Box::pin(async move {
+                for id in &ids {
+                    store::sessions::delete(conn, id).await?;
+                }
+                Ok(Cacheable {
+                    result: (),
+                    put: None,
+                    gone: ids.iter().map(|id| keys::session(id)).collect(),
+                })
+            })
+        })
+        .await
 }
 
 impl SessionStore for TieredSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = session_id(session_key.as_ref());
-        if self.use_redis {
-            match self
-                .cache
-                .get_entry(Kind::Session, &keys::session(&id))
-                .await
-            {
-                Ok(Some(Entry::Data { payload, .. })) => {
-                    let decoded = crate::cache::decoded::decode_memoized(&payload, |p| {
-                        serde_json::from_slice::<Cached>(p).ok()
-                    });
-                    let now = store::now();
-                    match decoded {
-                        // Idle past the timeout, or past the lifetime: the table decides.
-                        Some(cached)
-                            if now - cached.touched >= self.idle_secs()
-                                || cached.expires.is_some_and(|e| now >= e) => {}
-                        Some(cached) => {
-                            if now - cached.touched >= self.touch_every() {
-                                self.spawn_touch(id);
-                            }
-                            return Ok(Some(cached.state));
-                        }
-                        None => self.cache.stats().fallback(Kind::Session),
+        match self.sessions.lookup(&keys::session(&id)).await {
+            Lookup::Value(cached) => {
+                let now = store::now();
+                // Idle past the timeout, or past the lifetime: the table decides.
+                let stale = now - cached.touched >= self.idle_secs()
+                    || cached.expires.is_some_and(|e| now >= e);
+                if !stale {
+                    if now - cached.touched >= self.touch_every() {
+                        self.spawn_touch(id);
                     }
+                    return Ok(Some(cached.state));
                 }
-                Ok(Some(Entry::Invalid { version })) if version >= keys::TOMBSTONE => {
-                    return Ok(None);
-                }
-                Ok(_) => {}
-                Err(_) => self.cache.stats().fallback(Kind::Session),
             }
+            Lookup::Gone => return Ok(None),
+            Lookup::Miss => {}
         }
         match self.load_from_db(&id, false).await {
             Ok(state) => Ok(state),
@@ -419,7 +375,7 @@ impl SessionStore for TieredSessionStore {
 
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
         let id = session_id(session_key.as_ref());
-        end_sessions(&self.db, &self.cache, &[id]).await?;
+        end_sessions(&self.db, self.sessions.cache(), &[id]).await?;
         Ok(())
     }
 }

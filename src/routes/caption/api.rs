@@ -7,9 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use crate::auth::CurrentUser;
-use crate::cache::settings::SettingsError;
 use crate::domain::RawSettings;
 use crate::routes::error::AppError;
+use crate::services::settings::SettingsError;
 use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 

@@ -8,9 +8,9 @@ use actix_session::Session;
 use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
-use crate::cache::settings::CaptionView;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
+use crate::services::settings::CaptionView;
 use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 

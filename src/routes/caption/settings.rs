@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use super::view_or_redirect;
 use crate::auth::CurrentUser;
-use crate::cache::settings::{CaptionView, SettingsError};
 use crate::domain::caption_settings::{label, FieldError, RawSettings};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
+use crate::services::settings::{CaptionView, SettingsError};
 use crate::state::AppState;
 use crate::web::page::Page;
 

@@ -39,17 +39,13 @@ pub async fn delete(
     let platform = super::owned(&state, &user, id).await?;
     let deleted = state
         .platforms
-        .write(
-            uid,
-            vec![crate::cache::settings::settings_key(id)],
-            move |conn| {
-                Box::pin(async move {
-                    let deleted = store::platforms::delete(conn, id, uid).await?;
-                    store::platforms::ensure_default(conn, uid).await?;
-                    Ok(deleted)
-                })
-            },
-        )
+        .write(uid, vec![crate::cache::keys::settings(id)], move |conn| {
+            Box::pin(async move {
+                let deleted = store::platforms::delete(conn, id, uid).await?;
+                store::platforms::ensure_default(conn, uid).await?;
+                Ok(deleted)
+            })
+        })
         .await?;
     if !deleted {
         return Err(AppError::NotFound);

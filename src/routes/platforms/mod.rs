@@ -11,11 +11,11 @@ use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
 use crate::auth::CurrentUser;
-use crate::cache::platforms::PlatformRecord;
 use crate::platforms::connect::{self, ConnectError, NewConnection};
 use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
+use crate::services::platforms::PlatformRecord;
 use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 

@@ -1,22 +1,18 @@
-//! Caption settings per platform connection, served from Redis with the database as the truth.
-//! A connection without saved settings is cached too, as a "use the defaults" marker at version 0,
-//! so a warm read never needs SQL. Saves go to the database first (with an outbox row), then to
-//! Redis with a compare-and-set on the row's version.
+//! Caption settings per platform connection, served from Redis with the database as the truth (a
+//! `Versioned` value, see versioned.rs). A connection without saved settings is cached too, as a
+//! "use the defaults" marker at version 0, so a warm read never needs SQL.
 
 use serde::{Deserialize, Serialize};
 
 use super::platforms::{PlatformManager, PlatformRecord};
-use super::{keys, Cache, Entry, Kind};
+use super::versioned::{Lookup, Put, Versioned, Written};
+use crate::cache::{keys, Cache, Kind};
 use crate::domain::CaptionSettings;
-use crate::store::{self, Db, StoreError};
+use crate::store::{self, Conn, Db, StoreError};
 
-pub fn settings_key(platform_id: i64) -> String {
-    format!("settings:{platform_id}")
-}
-
-/// What Redis holds for a connection's settings.
+/// What Redis holds for a connection's settings: the saved ones, or None for the defaults.
 #[derive(Clone, Serialize, Deserialize)]
-struct Cached {
+pub struct Cached {
     saved: Option<CaptionSettings>,
 }
 
@@ -52,8 +48,7 @@ pub struct CaptionView {
 
 #[derive(Clone)]
 pub struct SettingsManager {
-    db: Db,
-    cache: Cache,
+    settings: Versioned<Cached>,
     platforms: PlatformManager,
 }
 
@@ -65,59 +60,45 @@ pub enum SettingsError {
     Store(#[from] StoreError),
 }
 
+async fn read_saved(conn: &mut Conn, platform_id: i64) -> Result<(i64, Cached), StoreError> {
+    let row = store::caption_settings::get(conn, platform_id).await?;
+    Ok(match row {
+        Some(r) => (
+            r.version,
+            Cached {
+                saved: Some(r.settings()),
+            },
+        ),
+        None => (0, Cached { saved: None }),
+    })
+}
+
 impl SettingsManager {
     pub fn new(db: Db, cache: Cache, platforms: PlatformManager) -> SettingsManager {
         SettingsManager {
-            db,
-            cache,
+            settings: Versioned::new(db, cache.clone(), Kind::Settings),
             platforms,
         }
     }
 
-    fn decode(entry: Option<Entry>) -> Option<Option<CaptionSettings>> {
-        match entry {
-            Some(Entry::Data { payload, .. }) => super::decoded::decode_memoized(&payload, |p| {
-                serde_json::from_slice::<Cached>(p).ok()
-            })
-            .map(|c| c.saved),
-            _ => None,
-        }
-    }
-
-    /// The database read behind a miss; puts the value (or the "defaults" marker) back.
     async fn load_and_fill(&self, platform_id: i64) -> Result<Option<CaptionSettings>, StoreError> {
-        let mut conn = self.db.conn().await?;
-        let row = store::caption_settings::get(&mut conn, platform_id).await?;
-        drop(conn);
-        let (version, saved) = match &row {
-            Some(r) => (r.version, Some(r.settings())),
-            None => (0, None),
-        };
-        if let Ok(payload) = serde_json::to_vec(&Cached {
-            saved: saved.clone(),
-        }) {
-            let _ = self
-                .cache
-                .put_if_newer(&settings_key(platform_id), version, &payload, keys::ROW_TTL)
-                .await;
-        }
-        Ok(saved)
+        let cached = self
+            .settings
+            .load(&keys::settings(platform_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_saved(conn, platform_id))
+            })
+            .await?;
+        Ok(cached.saved)
     }
 
     async fn saved_for(&self, platform_id: i64) -> Result<Option<CaptionSettings>, StoreError> {
-        match self
-            .cache
-            .get_entry(Kind::Settings, &settings_key(platform_id))
-            .await
-        {
-            Ok(entry) => {
-                if let Some(saved) = Self::decode(entry) {
-                    return Ok(saved);
-                }
-            }
-            Err(_) => self.cache.stats().fallback(Kind::Settings),
-        }
-        self.load_and_fill(platform_id).await
+        let cached = self
+            .settings
+            .read(&keys::settings(platform_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_saved(conn, platform_id))
+            })
+            .await?;
+        Ok(cached.saved)
     }
 
     /// The settings of one of the person's connections; NotFound when it is not theirs.
@@ -143,46 +124,38 @@ impl SettingsManager {
         platform_id: i64,
         settings: &CaptionSettings,
     ) -> Result<UserSettings, SettingsError> {
-        let use_outbox = self.cache.enabled();
-        let mut conn = self.db.conn().await?;
-        let key = settings_key(platform_id);
-        let saved = crate::write_tx!(conn, {
-            let Some(platform) = store::platforms::owned(&mut conn, platform_id, user_id).await?
-            else {
-                return Ok(None);
-            };
-            let version = store::caption_settings::save(
-                &mut conn,
-                platform_id,
-                user_id,
-                settings,
-                store::now(),
-            )
-            .await?;
-            let outbox = if use_outbox {
-                Some(store::outbox::push(&mut conn, &key, version).await?)
-            } else {
-                None
-            };
-            Ok(Some((platform.description_limit, version, outbox)))
-        });
-        let Some((limit, version, outbox)) = saved.map_err(SettingsError::Store)? else {
-            return Err(SettingsError::NotFound);
-        };
-        if let Some(outbox) = outbox {
-            let payload = serde_json::to_vec(&Cached {
-                saved: Some(settings.clone()),
+        let new = settings.clone();
+        let limit = self
+            .settings
+            .write(move |conn| {
+                Box::pin(async move {
+                    let Some(platform) =
+                        store::platforms::owned(conn, platform_id, user_id).await?
+                    else {
+                        return Ok(Written::nothing(None));
+                    };
+                    let version = store::caption_settings::save(
+                        conn,
+                        platform_id,
+                        user_id,
+                        &new,
+                        store::now(),
+                    )
+                    .await?;
+                    Ok(Written {
+                        result: Some(platform.description_limit),
+                        put: Some(Put {
+                            key: keys::settings(platform_id),
+                            version,
+                            value: Cached { saved: Some(new) },
+                            ttl: keys::ROW_TTL,
+                        }),
+                        gone: Vec::new(),
+                    })
+                })
             })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if self
-                .cache
-                .put_if_newer(&key, version, &payload, keys::ROW_TTL)
-                .await
-                .is_ok()
-            {
-                store::outbox::remove(&mut conn, &[outbox]).await?;
-            }
-        }
+            .await?
+            .ok_or(SettingsError::NotFound)?;
         Ok(UserSettings {
             settings: settings.clamped_to(limit.max(0) as u32),
             saved: true,
@@ -196,25 +169,23 @@ impl SettingsManager {
         user_id: i64,
         chosen: Option<i64>,
     ) -> Result<Option<CaptionView>, StoreError> {
-        let list_key = super::platforms::list_key(user_id);
         let (mut platforms, mut saved) = (None, None);
         if let Some(pid) = chosen {
-            match self
-                .cache
-                .get_entries(&[
-                    (Kind::Platform, list_key.clone()),
-                    (Kind::Settings, settings_key(pid)),
-                ])
-                .await
-            {
+            let wanted = [
+                (Kind::Platform, keys::platforms(user_id)),
+                (Kind::Settings, keys::settings(pid)),
+            ];
+            match self.settings.cache().get_entries(&wanted).await {
                 Ok(mut entries) => {
                     let settings_entry = entries.pop().flatten();
-                    platforms = PlatformManager::decode_list(entries.pop().flatten());
-                    saved = Self::decode(settings_entry).map(|s| (pid, s));
+                    platforms = self.platforms.decode_list(entries.pop().flatten());
+                    if let Lookup::Value(cached) = self.settings.decode(settings_entry) {
+                        saved = Some((pid, cached.saved));
+                    }
                 }
                 Err(_) => {
-                    self.cache.stats().fallback(Kind::Platform);
-                    self.cache.stats().fallback(Kind::Settings);
+                    self.settings.cache().stats().fallback(Kind::Platform);
+                    self.settings.cache().stats().fallback(Kind::Settings);
                 }
             }
         }
