@@ -5,10 +5,19 @@
 //!
 //! Freshness, the rule in DESIGN.md (once a save has returned, no older value is served): a read
 //! first waits for a barrier, a PING on the tracking connection sent after its request arrived.
-//! Redis answers a connection in order and queues invalidations before the writer's own reply, so
-//! when that PONG is in, every invalidation for a write that finished before the request arrived
-//! has been applied here. One PING serves every request waiting at that moment: under load a view
-//! costs a small fraction of a round trip.
+//! Why that is sound, from how Redis works (the client-side caching reference,
+//! redis.io/docs/latest/develop/reference/client-side-caching/, and src/tracking.c):
+//! 1. Redis runs commands one at a time. When a write to a tracked key runs, the invalidation is
+//!    put into the tracking connection's output buffer right then, as part of running the write
+//!    (trackingInvalidateKey), before the writer's own reply is sent.
+//! 2. Each connection's output is written in order, and with RESP3 the pushes travel on the
+//!    tracking connection itself, interleaved with its replies in the order they were produced.
+//! 3. So a write whose reply its writer had before our request arrived ran before our PING (sent
+//!    after the arrival); its invalidation sits ahead of our PONG on the same connection, and the
+//!    push handler applies it before the PONG is read.
+//! The test near_cache::the_barrier_waits_for_invalidations_on_a_slow_link delays every byte from
+//! Redis, and fails when the barrier is skipped. One PING serves every request waiting at that
+//! moment: under load a view costs a small fraction of a round trip.
 //!
 //! Filling: a value read from Redis is kept only if no invalidation arrived since the read began
 //! (an epoch counter), so a read racing a write cannot plant the old value. Any fault (the

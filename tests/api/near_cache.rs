@@ -64,6 +64,30 @@ async fn a_write_by_anyone_else_is_seen_by_the_next_view(b: Backend) {
     }
 }
 
+/// The barrier is what makes the above true, not a fast loopback: here every byte from Redis
+/// arrives 150 ms late, invalidations included. A view right after another client's write still
+/// shows the write, because its PING's answer comes after the invalidation on the same connection.
+/// (Without the barrier the view would read the old copy from memory before the push arrived.)
+async fn the_barrier_waits_for_invalidations_on_a_slow_link(b: Backend) {
+    let proxy = crate::services::DelayProxy::start(6379, Duration::from_millis(150)).await;
+    let app = spawn_app_with(
+        b,
+        Options::redis(proxy.url()).with("FEDIALT_REDIS_TIMEOUT_MS", "2000"),
+    )
+    .await;
+    let (pid, _) = warm(&app).await;
+    for (version, posts) in [(100, 61), (101, 62), (102, 63)] {
+        write_settings_copy(&app, SHARED_REDIS, pid, version, posts).await;
+        let body = page(&app).await;
+        assert!(
+            body.contains(&format!("<strong>{posts}</strong>")),
+            "the view right after the write shows {posts}"
+        );
+    }
+    let (on, _) = app.state.cache.near_status();
+    assert!(on, "the near cache stayed on: the views were served by it");
+}
+
 async fn a_lost_tracking_connection_turns_the_near_cache_off_until_a_new_one(b: Backend) {
     let redis = RedisServer::start().await;
     let app = spawn_app_with(b, Options::redis(redis.url())).await;
@@ -165,6 +189,7 @@ async fn a_redis_that_cannot_track_is_read_directly(b: Backend) {
 
 both_databases!(
     a_write_by_anyone_else_is_seen_by_the_next_view,
+    the_barrier_waits_for_invalidations_on_a_slow_link,
     a_lost_tracking_connection_turns_the_near_cache_off_until_a_new_one,
     a_redis_that_cannot_track_is_read_directly,
 );

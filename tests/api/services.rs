@@ -240,3 +240,58 @@ impl CuttableProxy {
         let _ = self.mode.send(ProxyMode::Pass);
     }
 }
+
+/// A TCP proxy that holds every byte from the server for `delay` before passing it on (in order):
+/// a slow network. Requests go through at once.
+pub struct DelayProxy {
+    pub port: u16,
+}
+
+impl DelayProxy {
+    pub async fn start(upstream_port: u16, delay: Duration) -> DelayProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let (tx, mut rx) =
+                        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = server_read.read(&mut buf).await {
+                            if n == 0
+                                || tx
+                                    .send((tokio::time::Instant::now(), buf[..n].to_vec()))
+                                    .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    while let Some((at, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(at + delay).await;
+                        if client_write.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        DelayProxy { port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
