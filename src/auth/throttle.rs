@@ -120,10 +120,20 @@ impl LoginThrottle {
             .map(|(scope, _)| scope.clone())
             .collect();
         let logicals: Vec<String> = cleared.iter().map(|s| keys::throttle(s)).collect();
+        // The address's count keeps its failures but not this success: twenty people signing in
+        // from one office (one address) within the window must not lock it.
+        let address = local.get(1).map(|(scope, _)| scope.clone());
         let mut conn = self.db.conn().await?;
         store::throttle::clear(&mut conn, &cleared).await?;
+        if let Some(scope) = &address {
+            store::throttle::uncount(&mut conn, scope).await?;
+        }
         if !self.cache.enabled() {
             return Ok(());
+        }
+        if let Some(scope) = &address {
+            // Best effort: a lost decrement only leaves one attempt counted.
+            let _ = self.cache.uncount(&keys::throttle(scope)).await;
         }
         if let Err(error) = self.cache.delete_global(&logicals).await {
             tracing::info!(error = %error, "sign-in counts queued in the outbox for Redis");

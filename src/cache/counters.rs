@@ -39,6 +39,21 @@ impl Cache {
             .collect())
     }
 
+    /// Takes one back from a counter that exists (a missing one stays missing, not -1).
+    pub async fn uncount(&self, logical: &str) -> Result<(), CacheError> {
+        const UNCOUNT: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then \
+             return redis.call('DECR', KEYS[1]) end return 0";
+        let key = self.global_key(logical);
+        self.exec(1, |mut c| async move {
+            redis::Script::new(UNCOUNT)
+                .key(key)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
     /// Deletes counters (one round trip).
     pub async fn delete_global(&self, logicals: &[String]) -> Result<(), CacheError> {
         self.delete_global_gated(logicals, false).await

@@ -56,6 +56,19 @@ pub async fn record_attempt(
     })?)
 }
 
+/// Takes one attempt back (a success), never below zero.
+pub async fn uncount(conn: &mut Conn, scope: &str) -> Result<(), StoreError> {
+    run!(conn, |c| diesel::update(
+        login_throttle::table
+            .find(scope)
+            .filter(login_throttle::failures.gt(0))
+    )
+    .set(login_throttle::failures.eq(login_throttle::failures - 1))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
 pub async fn clear(conn: &mut Conn, scopes: &[String]) -> Result<(), StoreError> {
     run!(conn, |c| diesel::delete(
         login_throttle::table.filter(login_throttle::scope_key.eq_any(scopes))

@@ -594,6 +594,26 @@ async fn one_address_cannot_lock_the_account(b: Backend) {
     );
 }
 
+/// Successful sign-ins do not fill the address's count: an office behind one address signs in all
+/// morning. Its failures still count.
+async fn many_people_signing_in_from_one_address_are_not_locked(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut people = Vec::new();
+    for i in 0..25 {
+        people.push(app.create_user(&format!("person{i}"), "user").await);
+    }
+    for person in &people {
+        let r = attempt(&app, &person.username, &person.password, None).await;
+        assert_eq!(r.status().as_u16(), 303, "{} signs in", person.username);
+    }
+    let r = attempt(&app, "person0", "wrong password!!", None).await;
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "a mistake after all of them is a mistake, not a lock"
+    );
+}
+
 /// A sign-in that checked the password before a change made while it ran gets no session: the
 /// session's row is created only for the credentials the sign-in checked (same transaction).
 async fn a_sign_in_racing_a_password_change_gets_no_session(b: Backend) {
@@ -1080,6 +1100,7 @@ both_databases!(
     extractor_failures_answer_in_the_apps_shape,
     instance_names_are_cleaned_and_cut,
     one_address_cannot_lock_the_account,
+    many_people_signing_in_from_one_address_are_not_locked,
     a_sign_in_racing_a_password_change_gets_no_session,
     an_oauth_state_is_good_once_under_concurrency,
     malformed_names_and_ids_are_refused_not_500,
