@@ -113,6 +113,8 @@ pub struct RedisConfig {
     pub outbox_interval: Duration,
     /// Keep read copies in process memory, kept fresh by Redis's invalidation messages.
     pub near_cache: bool,
+    /// How much memory those copies may take.
+    pub near_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +221,9 @@ impl Config {
                 600_000,
             )?),
             near_cache: parse_bool(&get, "FEDIALT_NEAR_CACHE", true)?,
+            near_cache_bytes: 1024
+                * 1024
+                * parse_num(&get, "FEDIALT_NEAR_CACHE_MB", 64, 1, 64 * 1024)?,
         };
 
         let session_storage = match get("SESSION_STORAGE").as_deref() {

@@ -74,8 +74,5 @@ pub fn throttle(scope: &str) -> String {
 /// Cached copies of database rows live this long without being read.
 pub const ROW_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The most values the near cache keeps in process memory; past it, it starts again empty.
-pub const NEAR_MAX_ENTRIES: usize = 50_000;
-
 /// The sign-in throttle window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);

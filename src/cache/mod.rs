@@ -148,7 +148,7 @@ impl Cache {
             interval: config.outbox_interval,
             stats: CacheStats::default(),
             set_if_newer: redis::Script::new(entry::SET_IF_NEWER),
-            near: Arc::new(near::Near::new(keys::NEAR_MAX_ENTRIES)),
+            near: Arc::new(near::Near::new(config.near_cache_bytes)),
             near_enabled: config.near_cache,
             tracker_home: std::sync::OnceLock::new(),
         });
