@@ -1,9 +1,15 @@
 //! GET /metrics: Prometheus text. For admins, or with FEDIALT_METRICS_TOKEN as a bearer token.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::auth::csrf::tokens_match;
 use crate::auth::user::session_user;
@@ -36,122 +42,146 @@ pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         .body(render(&state))
 }
 
+/// Everything /metrics shows, read at scrape time from the app's own counters and encoded by
+/// prometheus-client in the Prometheus text format (counters get their `_total` there).
+#[derive(Debug)]
+struct Snapshot {
+    /// (name, help, value per cache kind)
+    per_kind: Vec<(&'static str, &'static str, Vec<(&'static str, u64)>)>,
+    counters: Vec<(&'static str, &'static str, u64)>,
+    open_seconds: f64,
+    responses: Vec<(&'static str, u64)>,
+    gauges: Vec<(&'static str, &'static str, i64)>,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, values) in &self.per_kind {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (kind, value) in values {
+                let labels = [("kind", *kind)];
+                ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, value) in &self.counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(*value).encode(metric)?;
+        }
+        let metric = encoder.encode_descriptor(
+            "fedialt_db_breaker_open_seconds",
+            "Time the database breaker has been open.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.open_seconds).encode(metric)?;
+        let mut metric = encoder.encode_descriptor(
+            "fedialt_http_responses",
+            "HTTP responses, by status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (class, value) in &self.responses {
+            let labels = [("class", *class)];
+            ConstCounter::new(*value).encode(metric.encode_family(&labels)?)?;
+        }
+        for (name, help, value) in &self.gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(*value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 fn render(state: &AppState) -> String {
     let stats = state.cache.stats();
-    let mut out = String::new();
-    let per_kind = [
-        (
-            "fedialt_cache_hits_total",
-            "Values served from Redis.",
-            &stats.hits,
-        ),
-        (
-            "fedialt_cache_near_hits_total",
-            "The part of the hits served from process memory, kept fresh by Redis's invalidations.",
-            &stats.near_hits,
-        ),
-        (
-            "fedialt_cache_misses_total",
-            "Reads that found nothing usable in Redis.",
-            &stats.misses,
-        ),
-        (
-            "fedialt_cache_fallbacks_total",
-            "Reads served by the database because Redis failed.",
-            &stats.fallbacks,
-        ),
-        (
-            "fedialt_cache_outbox_retries_total",
-            "Invalidations delivered to Redis from the outbox.",
-            &stats.outbox_retries,
-        ),
-    ];
-    for (name, help, counters) in per_kind {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for kind in Kind::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{}\"}} {}",
-                kind.label(),
-                counters[kind.index()].load(Ordering::Relaxed)
-            );
-        }
-    }
-    let totals = [
-        (
-            "fedialt_redis_commands_total",
-            "Redis commands sent.",
-            stats.commands.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_redis_round_trips_total",
-            "Redis round trips.",
-            stats.round_trips.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_redis_breaker_trips_total",
-            "Times Redis was found unreachable.",
-            stats.breaker_trips.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_db_statements_total",
-            "SQL statements run for requests.",
-            state.db.stats().statements.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_db_background_statements_total",
-            "SQL statements run by background tasks (outbox drain, sweep).",
-            state.background.stats().statements.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_db_checkouts_total",
-            "Database connections checked out.",
-            state.db.stats().checkouts.load(Ordering::Relaxed),
-        ),
-        (
-            "fedialt_db_breaker_trips_total",
-            "Times the database was found away (its breaker opened).",
-            state.db.breaker().trips(),
-        ),
-    ];
-    for (name, help, value) in totals {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    let name = "fedialt_http_responses_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} HTTP responses, by status class.\n# TYPE {name} counter"
-    );
-    for (class, counter) in crate::state::HttpStats::CLASSES
-        .iter()
-        .zip(&state.http.responses)
-    {
-        let _ = writeln!(
-            out,
-            "{name}{{class=\"{class}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    let up = match state.cache.status() {
-        RedisStatus::Ok => 1,
-        _ => 0,
+    let by_kind = |counters: &[std::sync::atomic::AtomicU64]| -> Vec<(&'static str, u64)> {
+        Kind::ALL
+            .iter()
+            .map(|kind| (kind.label(), counters[kind.index()].load(Ordering::Relaxed)))
+            .collect()
     };
-    let _ = writeln!(out, "# HELP fedialt_redis_up Whether Redis is trusted now.\n# TYPE fedialt_redis_up gauge\nfedialt_redis_up {up}");
     let breaker = state.db.breaker();
-    let _ = writeln!(
-        out,
-        "# HELP fedialt_db_breaker_open_seconds_total Time the database breaker has been open.\n# TYPE fedialt_db_breaker_open_seconds_total counter\nfedialt_db_breaker_open_seconds_total {:.3}\n# HELP fedialt_db_up Whether the database is answering (its breaker is closed).\n# TYPE fedialt_db_up gauge\nfedialt_db_up {}",
-        breaker.open_seconds(),
-        u8::from(!breaker.is_open())
-    );
     let (near_on, near_entries) = state.cache.near_status();
-    let _ = writeln!(
-        out,
-        "# HELP fedialt_near_cache_on Whether reads are served from process memory now.\n# TYPE fedialt_near_cache_on gauge\nfedialt_near_cache_on {}\n# HELP fedialt_near_cache_entries Values held in process memory.\n# TYPE fedialt_near_cache_entries gauge\nfedialt_near_cache_entries {near_entries}",
-        u8::from(near_on)
-    );
+    let snapshot = Snapshot {
+        per_kind: vec![
+            ("fedialt_cache_hits", "Values served from Redis.", by_kind(&stats.hits)),
+            (
+                "fedialt_cache_near_hits",
+                "The part of the hits served from process memory, kept fresh by Redis's invalidations.",
+                by_kind(&stats.near_hits),
+            ),
+            ("fedialt_cache_misses", "Reads that found nothing usable in Redis.", by_kind(&stats.misses)),
+            ("fedialt_cache_fallbacks", "Reads served by the database because Redis failed.", by_kind(&stats.fallbacks)),
+            (
+                "fedialt_cache_outbox_retries",
+                "Invalidations delivered to Redis from the outbox.",
+                by_kind(&stats.outbox_retries),
+            ),
+        ],
+        counters: vec![
+            ("fedialt_redis_commands", "Redis commands sent.", stats.commands.load(Ordering::Relaxed)),
+            ("fedialt_redis_round_trips", "Redis round trips.", stats.round_trips.load(Ordering::Relaxed)),
+            (
+                "fedialt_redis_breaker_trips",
+                "Times Redis was found unreachable.",
+                stats.breaker_trips.load(Ordering::Relaxed),
+            ),
+            (
+                "fedialt_db_statements",
+                "SQL statements run for requests.",
+                state.db.stats().statements.load(Ordering::Relaxed),
+            ),
+            (
+                "fedialt_db_background_statements",
+                "SQL statements run by background tasks (outbox drain, sweep).",
+                state.background.stats().statements.load(Ordering::Relaxed),
+            ),
+            (
+                "fedialt_db_checkouts",
+                "Database connections checked out.",
+                state.db.stats().checkouts.load(Ordering::Relaxed),
+            ),
+            (
+                "fedialt_db_breaker_trips",
+                "Times the database was found away (its breaker opened).",
+                breaker.trips(),
+            ),
+        ],
+        open_seconds: breaker.open_seconds(),
+        responses: crate::state::HttpStats::CLASSES
+            .iter()
+            .zip(&state.http.responses)
+            .map(|(class, counter)| (*class, counter.load(Ordering::Relaxed)))
+            .collect(),
+        gauges: vec![
+            (
+                "fedialt_redis_up",
+                "Whether Redis is trusted now.",
+                i64::from(state.cache.status() == RedisStatus::Ok),
+            ),
+            (
+                "fedialt_db_up",
+                "Whether the database is answering (its breaker is closed).",
+                i64::from(!breaker.is_open()),
+            ),
+            (
+                "fedialt_near_cache_on",
+                "Whether reads are served from process memory now.",
+                i64::from(near_on),
+            ),
+            (
+                "fedialt_near_cache_entries",
+                "Values held in process memory.",
+                near_entries as i64,
+            ),
+        ],
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    // Writing into a String cannot fail; an encoder error would mean a bad metric name.
+    if let Err(error) = prometheus_text::encode(&mut out, &registry) {
+        tracing::error!(error = %error, "could not encode the metrics");
+    }
     out
 }
