@@ -4,13 +4,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_session::SessionExt;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::routes::error::AppError;
-use crate::sessions::AUTH_KEY;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionUser {
@@ -68,10 +66,7 @@ pub fn wants_json(req: &HttpRequest) -> bool {
 }
 
 pub fn session_user(req: &HttpRequest) -> Option<SessionUser> {
-    req.get_session()
-        .get::<SessionUser>(AUTH_KEY)
-        .ok()
-        .flatten()
+    crate::sessions::TypedSession::of(req).user()
 }
 
 /// Where to go after signing in: the page itself for a GET; for a form sent without a session

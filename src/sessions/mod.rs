@@ -25,6 +25,10 @@ use crate::store::sessions::{Lifetime, SessionRow, Written};
 use crate::store::{self, Db, StoreError};
 use crate::write_tx;
 
+pub mod typed;
+
+pub use typed::TypedSession;
+
 type State = HashMap<String, String>;
 
 /// The key in the session state that holds the signed-in person (see auth::SessionUser).

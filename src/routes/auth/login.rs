@@ -1,6 +1,6 @@
 //! GET and POST /login.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::IncomingFlashMessages;
@@ -11,7 +11,7 @@ use crate::config::Secret;
 use crate::routes::error::AppError;
 use crate::routes::platforms::pick_current;
 use crate::routes::{safe_next, see_other};
-use crate::sessions::{Client, AUTH_KEY, CLIENT_KEY, CURRENT_PLATFORM_KEY};
+use crate::sessions::Client;
 use crate::state::AppState;
 use crate::store;
 use crate::store::users::UserRow;
@@ -141,40 +141,33 @@ async fn authenticate(
 async fn start_session(
     state: &AppState,
     req: &HttpRequest,
-    session: &Session,
+    session: &TypedSession,
     user: UserRow,
 ) -> Result<(), AppError> {
     let mut conn = state.db.conn().await?;
     store::users::record_login(&mut conn, user.id).await?;
     drop(conn);
-    // Nothing from before sign-in survives it (a pending OAuth state, another person's choices).
-    session.clear();
-    session.renew();
     let uid = user.id;
-    session.insert(
-        AUTH_KEY,
-        SessionUser {
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(300).collect::<String>());
+    session.start(
+        &SessionUser {
             uid,
             username: user.username,
             role: user.role,
             csrf: csrf::random_token(),
             cv: user.credentials_version,
         },
-    )?;
-    let user_agent = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(300).collect::<String>());
-    session.insert(
-        CLIENT_KEY,
-        Client {
+        &Client {
             user_agent,
             address: state.client_ip(req).map(|ip| ip.to_string()),
         },
     )?;
     if let Some(default) = pick_current(&state.platforms.list(uid).await?, session) {
-        session.insert(CURRENT_PLATFORM_KEY, default.id)?;
+        session.set_current_platform(default.id)?;
     }
     tracing::info!(user.id = uid, "signed in");
     Ok(())
@@ -183,7 +176,7 @@ async fn start_session(
 pub async fn submit(
     req: HttpRequest,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();

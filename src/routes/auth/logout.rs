@@ -1,6 +1,6 @@
 //! POST /logout: the session ends everywhere, Redis included (through the outbox if it is away).
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use serde::Deserialize;
@@ -17,11 +17,11 @@ pub struct LogoutForm {
 
 pub async fn submit(
     user: CurrentUser,
-    session: Session,
+    session: TypedSession,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
-    session.purge();
+    session.end();
     FlashMessage::info("You are signed out.").send();
     tracing::info!(user.id = user.uid, "signed out");
     Ok(see_other("/login"))

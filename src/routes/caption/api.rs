@@ -1,7 +1,7 @@
 //! POST /api/update_user_settings: the settings form's rules, in JSON. Fields left out keep their
 //! current value; platform_id defaults to the session's connection.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
@@ -10,7 +10,6 @@ use crate::auth::CurrentUser;
 use crate::domain::RawSettings;
 use crate::routes::error::AppError;
 use crate::services::settings::SettingsError;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 
 /// Every field the call takes.
@@ -39,7 +38,7 @@ fn field_errors(errors: impl IntoIterator<Item = (String, String)>) -> HttpRespo
 /// The connection the call is about: platform_id, else the session's, else the default.
 async fn platform_id(
     state: &AppState,
-    session: &Session,
+    session: &TypedSession,
     user: &CurrentUser,
     body: &Map<String, Value>,
 ) -> Result<Result<i64, HttpResponse>, AppError> {
@@ -57,7 +56,7 @@ async fn platform_id(
                 }))
         }
     }
-    if let Some(id) = session.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten() {
+    if let Some(id) = session.current_platform() {
         return Ok(Ok(id));
     }
     Ok(state
@@ -74,7 +73,7 @@ pub async fn update(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     if user.check_csrf_header(&req).is_err() {

@@ -4,30 +4,29 @@ pub mod api;
 pub mod page;
 pub mod settings;
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::services::settings::CaptionView;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 
 /// The view for the session's connection, or the redirect to /platforms (with a message) when
 /// there is none yet or the chosen one is gone.
 pub async fn view_or_redirect(
     state: &AppState,
-    session: &Session,
+    session: &TypedSession,
     user_id: i64,
 ) -> Result<Result<CaptionView, HttpResponse>, AppError> {
-    let chosen = session.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten();
+    let chosen = session.current_platform();
     let Some(view) = state.settings.caption_view(user_id, chosen).await? else {
         FlashMessage::info("Connect a Mastodon or Pixelfed account first: fedialt describes the images posted there.").send();
         return Ok(Err(see_other("/platforms")));
     };
     if chosen.is_some_and(|id| id != view.current.id) {
-        session.remove(CURRENT_PLATFORM_KEY);
+        session.forget_current_platform(None);
         FlashMessage::warning(
             "The account you were working on is no longer connected. Choose one to work on.",
         )

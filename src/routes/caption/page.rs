@@ -2,7 +2,7 @@
 //! chosen one's settings come from the near cache after one shared PING (or, with the near cache
 //! off, the session's GET and one MGET of the rest).
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::IncomingFlashMessages;
 
@@ -15,7 +15,7 @@ use crate::web::page::Page;
 pub async fn show(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let view = match view_or_redirect(&state, &session, user.uid).await? {

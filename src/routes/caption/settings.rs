@@ -1,6 +1,6 @@
 //! GET /caption_settings, and POST /caption_settings (also at /save_caption_settings).
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
@@ -88,7 +88,7 @@ fn render(
 pub async fn form(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let view = match view_or_redirect(&state, &session, user.uid).await? {
@@ -102,7 +102,7 @@ pub async fn form(
 pub async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     form: web::Form<SettingsForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;

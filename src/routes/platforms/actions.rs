@@ -1,7 +1,7 @@
 //! POST /platforms/{id}/switch, /default, /rename: each answers 404 for an id that is not the
 //! person's, and changes nothing then.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use serde::Deserialize;
@@ -10,7 +10,6 @@ use crate::auth::CurrentUser;
 use crate::domain::platform::parse_connection_name;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 use crate::store;
 
@@ -31,13 +30,13 @@ pub struct RenameForm {
 pub async fn switch(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     path: web::Path<i64>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
     let platform = super::owned(&state, &user, path.into_inner()).await?;
-    session.insert(CURRENT_PLATFORM_KEY, platform.id)?;
+    session.set_current_platform(platform.id)?;
     FlashMessage::success(format!("Now working on {}.", platform.handle())).send();
     Ok(see_other("/platforms"))
 }

@@ -1,6 +1,6 @@
 //! POST /platforms: connect an account by pasting an access token.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -78,7 +78,7 @@ fn parse(state: &AppState, form: &TokenForm) -> Result<NewConnection, FieldError
 pub async fn submit(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;

@@ -1,6 +1,6 @@
 //! Deleting a connection: a confirmation page that says what goes with it, then the delete.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
 
@@ -8,7 +8,6 @@ use super::actions::CsrfForm;
 use crate::auth::CurrentUser;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 use crate::store;
 use crate::web::page::Page;
@@ -29,7 +28,7 @@ pub async fn confirm(
 pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     path: web::Path<i64>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -50,9 +49,7 @@ pub async fn delete(
     if !deleted {
         return Err(AppError::NotFound);
     }
-    if session.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten() == Some(id) {
-        session.remove(CURRENT_PLATFORM_KEY);
-    }
+    session.forget_current_platform(Some(id));
     FlashMessage::success(format!("{} was removed from fedialt.", platform.handle())).send();
     Ok(see_other("/platforms"))
 }

@@ -1,4 +1,4 @@
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::IncomingFlashMessages;
@@ -36,7 +36,7 @@ pub struct AddForm {
 pub async fn render(
     state: &AppState,
     user: &CurrentUser,
-    session: &Session,
+    session: &TypedSession,
     flashes: Option<&IncomingFlashMessages>,
     status: StatusCode,
     form: &AddForm,
@@ -74,7 +74,7 @@ pub struct ShowQuery {
 pub async fn show(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     flashes: IncomingFlashMessages,
     query: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, AppError> {

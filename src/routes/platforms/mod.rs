@@ -6,7 +6,7 @@ pub mod delete;
 pub mod list;
 pub mod oauth;
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
@@ -16,7 +16,6 @@ use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::services::platforms::PlatformRecord;
-use crate::sessions::CURRENT_PLATFORM_KEY;
 use crate::state::AppState;
 
 /// The person's connection with this id; 404 for anyone else's (or none).
@@ -36,7 +35,7 @@ pub async fn owned(
 /// happened. The instance's refusal is handed back for the caller to show its own way.
 pub async fn connect_and_use(
     state: &AppState,
-    session: &Session,
+    session: &TypedSession,
     user: &CurrentUser,
     new: NewConnection,
 ) -> Result<Result<HttpResponse, PlatformError>, AppError> {
@@ -54,7 +53,7 @@ pub async fn connect_and_use(
         Err(ConnectError::Store(e)) => return Err(e.into()),
         Err(ConnectError::Crypto(e)) => return Err(AppError::Internal(anyhow::Error::new(e))),
     };
-    session.insert(CURRENT_PLATFORM_KEY, done.platform_id)?;
+    session.set_current_platform(done.platform_id)?;
     FlashMessage::success(if done.created {
         format!("Connected {}.", done.handle)
     } else {
@@ -68,8 +67,8 @@ pub async fn connect_and_use(
 }
 
 /// The session's chosen connection if it still exists, else the default, else the oldest.
-pub fn pick_current(list: &[PlatformRecord], session: &Session) -> Option<PlatformRecord> {
-    let chosen = session.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten();
+pub fn pick_current(list: &[PlatformRecord], session: &TypedSession) -> Option<PlatformRecord> {
+    let chosen = session.current_platform();
     chosen
         .and_then(|id| list.iter().find(|p| p.id == id))
         .or_else(|| list.iter().find(|p| p.is_default))

@@ -1,7 +1,7 @@
 //! Connecting by OAuth: register fedialt on the instance (once per instance), send the person to
 //! the instance to authorize, take the code back, exchange it, verify and save.
 
-use actix_session::Session;
+use crate::sessions::TypedSession;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
@@ -14,7 +14,6 @@ use crate::platforms::client::RegisteredApp;
 use crate::platforms::connect::{self, NewConnection};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
-use crate::sessions::OAUTH_KEY;
 use crate::state::AppState;
 use crate::store;
 
@@ -126,7 +125,7 @@ pub async fn start_by_get() -> HttpResponse {
 async fn refused(
     state: &AppState,
     user: &CurrentUser,
-    session: &Session,
+    session: &TypedSession,
     typed: &str,
     message: String,
 ) -> Result<HttpResponse, AppError> {
@@ -149,7 +148,7 @@ async fn refused(
 pub async fn start(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     form: web::Form<StartForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
@@ -216,7 +215,7 @@ pub async fn start(
     )
     .await?;
     drop(conn);
-    session.insert(OAUTH_KEY, &pending)?;
+    session.set_pending_oauth(&pending)?;
     Ok(see_other(authorize.as_str()))
 }
 
@@ -233,10 +232,11 @@ pub struct CallbackQuery {
 /// the form).
 type Refusal = (&'static str, Option<String>);
 
-fn accept_answer(session: &Session, query: &CallbackQuery) -> Result<(Pending, String), Refusal> {
-    let pending: Option<Pending> = session
-        .remove(OAUTH_KEY)
-        .and_then(|raw| serde_json::from_str(&raw).ok());
+fn accept_answer(
+    session: &TypedSession,
+    query: &CallbackQuery,
+) -> Result<(Pending, String), Refusal> {
+    let pending: Option<Pending> = session.take_pending_oauth();
     let Some(pending) = pending.filter(|p| !p.expired(store::now())) else {
         return Err((EXPIRED, None));
     };
@@ -279,7 +279,7 @@ fn back_to(message: impl Into<String>, instance_url: Option<&str>) -> HttpRespon
 pub async fn callback(
     user: CurrentUser,
     state: web::Data<AppState>,
-    session: Session,
+    session: TypedSession,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, AppError> {
     let (pending, code) = match accept_answer(&session, &query) {
