@@ -151,6 +151,7 @@ impl Application {
                 .wrap(crate::web::middleware::error_shapes())
                 .wrap(flashes)
                 .wrap(sessions)
+                .wrap(from_fn(crate::web::middleware::session_failures))
                 .wrap(crate::web::middleware::security_headers(secure))
                 .wrap(from_fn(crate::web::middleware::request_span))
                 .configure(crate::routes::configure)

@@ -110,6 +110,20 @@ impl LoginThrottle {
         Ok(wait)
     }
 
+    /// An attempt that was counted but never got its answer (503: every check busy, or the
+    /// database away): it is taken back from every count, so people are not locked out by an
+    /// outage. Best effort: what cannot be reached now keeps its count.
+    pub async fn forget(&self, username: &str, ip: Option<IpAddr>) {
+        let [local, everywhere] = stages(username, ip);
+        for (scope, _) in local.iter().chain(&everywhere) {
+            if self.cache.uncount(&keys::throttle(scope)).await.is_err() {
+                if let Ok(mut conn) = self.db.conn().await {
+                    let _ = store::throttle::uncount(&mut conn, scope).await;
+                }
+            }
+        }
+    }
+
     /// A successful sign-in: the username's counts (from this address, and from everywhere) start
     /// again. When Redis cannot be told now, the outbox tells it later, so the count never outlives
     /// the success; the database's counts (kept while Redis was away) go at once.

@@ -140,9 +140,28 @@ pub fn is_hidden_control(c: char) -> bool {
                 | '\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{206F}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{2800}'
                 | '\u{3164}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+        )
+}
+
+/// Characters that show nothing by themselves (joiners, variation selectors, tags): a name made
+/// only of these and spaces looks blank.
+fn shows_nothing(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{200C}' | '\u{200D}' | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}'
+                | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -157,6 +176,9 @@ pub fn parse_connection_name(text: &str) -> Result<String, String> {
         return Err(format!(
             "must be at most 60 characters (this one has {count})"
         ));
+    }
+    if name.chars().all(shows_nothing) {
+        return Err("must contain something visible".into());
     }
     if name.chars().any(is_hidden_control) {
         return Err(
@@ -212,6 +234,15 @@ mod tests {
         );
         assert!(parse_connection_name("Art\u{202e}gpj.exe").is_err());
         assert!(parse_connection_name("a\u{2066}b").is_err());
+        assert!(
+            parse_connection_name("\u{200D}\u{200C}").is_err(),
+            "joiners alone look blank"
+        );
+        assert!(parse_connection_name("a\u{2800}b").is_err());
+        assert_eq!(
+            parse_connection_name("I \u{2764}\u{FE0F} art").unwrap(),
+            "I \u{2764}\u{FE0F} art"
+        );
         for hidden in [
             '\u{200B}', '\u{2060}', '\u{FEFF}', '\u{2028}', '\u{3164}', '\u{AD}',
         ] {

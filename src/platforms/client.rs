@@ -16,6 +16,11 @@ const MAX_ACCOUNT_ID: usize = 64;
 const MAX_ACCT: usize = 300;
 const MAX_DISPLAY_NAME: usize = 100;
 
+/// An identifier from an instance that is stored as it is: 1 to 512 visible ASCII characters.
+fn is_plain_token(text: &str) -> bool {
+    (1..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Text from an instance, fit to show: no control or bidirectional-control characters, trimmed,
 /// at most `max` characters.
 fn display_text(text: &str, max: usize) -> String {
@@ -215,7 +220,7 @@ impl InstanceClient {
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(PlatformError::NotMastodonApi),
         };
-        if id.is_empty() || id.len() > MAX_ACCOUNT_ID {
+        if !is_plain_token(&id) || id.len() > MAX_ACCOUNT_ID {
             return Err(PlatformError::NotMastodonApi);
         }
         // What the instance says of itself is shown on our pages: cleaned of control and
@@ -247,7 +252,12 @@ impl InstanceClient {
             ("scopes", scopes),
             ("website", website),
         ]);
-        Self::json(self.send(request, &url).await?).await
+        let app: RegisteredApp = Self::json(self.send(request, &url).await?).await?;
+        // Stored as it comes: it must be a plain token (PostgreSQL refuses a NUL in text).
+        if !is_plain_token(&app.client_id) || !is_plain_token(&app.client_secret) {
+            return Err(PlatformError::NotMastodonApi);
+        }
+        Ok(app)
     }
 
     pub async fn exchange_code(
@@ -314,5 +324,14 @@ mod tests {
             super::display_text(&"é".repeat(500), 100).chars().count(),
             100
         );
+    }
+
+    #[test]
+    fn identifiers_stored_as_they_come_are_plain() {
+        assert!(super::is_plain_token("109123"));
+        assert!(super::is_plain_token("AbC-_.~123"));
+        for bad in ["", "1\u{0}2", "a b", "é", &"x".repeat(513)] {
+            assert!(!super::is_plain_token(bad), "{bad:?}");
+        }
     }
 }

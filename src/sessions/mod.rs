@@ -326,17 +326,12 @@ impl SessionStore for TieredSessionStore {
             Lookup::Gone => return Ok(None),
             Lookup::Miss => {}
         }
-        match self.load_from_db(&id, false).await {
-            Ok(state) => Ok(state),
-            // Not in Redis and the database is away: the request goes on as a visitor's (its
-            // pages say to sign in, and signing in says the service is restarting). The cookie
-            // is left as it is, so the session is back with the database.
-            Err(error) if error.is_unavailable() => {
-                tracing::info!(error = %error, "session not readable while the database is away");
-                Ok(None)
-            }
-            Err(error) => Err(LoadError::Other(anyhow::Error::new(error))),
-        }
+        // Not in Redis and the database is away: an error, which web::middleware::session_failures
+        // answers with the 503 page (not a visitor's pages: the person is still signed in, and
+        // signing out now would not hold).
+        self.load_from_db(&id, false)
+            .await
+            .map_err(|e| LoadError::Other(anyhow::Error::new(e)))
     }
 
     async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {

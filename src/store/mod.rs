@@ -299,6 +299,9 @@ fn build_pool(url: &str, max_size: u32, timeout: Duration) -> PoolInner {
             bb8::Pool::builder()
                 .max_size(max_size)
                 .connection_timeout(timeout)
+                // A refused connection is an answer: fail at once (and open the breaker) rather
+                // than retry until the timeout.
+                .retry_connection(false)
                 .test_on_check_out(false)
                 .build_unchecked(manager),
         )
@@ -313,6 +316,9 @@ fn build_pool(url: &str, max_size: u32, timeout: Duration) -> PoolInner {
             bb8::Pool::builder()
                 .max_size(max_size)
                 .connection_timeout(timeout)
+                // A refused connection is an answer: fail at once (and open the breaker) rather
+                // than retry until the timeout.
+                .retry_connection(false)
                 .test_on_check_out(false)
                 .build_unchecked(manager),
         )
@@ -336,49 +342,52 @@ impl PoolInner {
     }
 }
 
-/// While the breaker is open: every quarter second, a fresh pool tries one connection and
-/// `SELECT 1`; the first that answers replaces the old pool and closes the breaker.
-fn spawn_probe(shared: Arc<Shared>) {
-    tokio::spawn(async move {
-        use diesel_async::RunQueryDsl;
-        while shared.breaker.is_open() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let pool = build_pool(&shared.url, shared.max_size, shared.timeout);
+/// One connection made directly (not through a pool, whose background attempts would outlive a
+/// probe given up on a server that never answers) and asked `SELECT 1`, or for SQLite the
+/// writer's lock without waiting (a file another process holds locked answers reads and refuses
+/// every write).
+async fn probe_once(shared: &Shared) -> Result<(), StoreError> {
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    match shared.backend {
+        Backend::Postgres => {
             let attempt = async {
-                let mut inner = pool.get().await?;
-                match &mut inner {
-                    ConnInner::Pg(c) => {
-                        diesel::sql_query("SELECT 1").execute(&mut ***c).await?;
-                    }
-                    ConnInner::Sqlite(c) => {
-                        // The writer's lock, not only a read: a file another process holds
-                        // locked answers reads and refuses every write. Without waiting.
-                        use diesel_async::SimpleAsyncConnection;
-                        let busy_ms = shared.timeout.as_millis();
-                        c.batch_execute(&format!(
-                            "PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK; \
-                             PRAGMA busy_timeout = {busy_ms};"
-                        ))
-                        .await?;
-                    }
-                }
+                let mut conn = AsyncPgConnection::establish(&shared.url).await?;
+                diesel::sql_query("SELECT 1").execute(&mut conn).await?;
                 Ok::<(), StoreError>(())
             };
-            // SQLite's attempt is not cancelled (see breaker::guard); it never waits on a lock.
-            let outcome = match shared.backend {
-                Backend::Postgres => tokio::time::timeout(shared.timeout, attempt).await,
-                Backend::Sqlite => Ok(attempt.await),
-            };
-            match outcome {
-                Ok(Ok(())) => {
+            tokio::time::timeout(shared.timeout, attempt)
+                .await
+                .map_err(|_| StoreError::Unavailable("the database did not answer".into()))?
+        }
+        Backend::Sqlite => {
+            let busy_ms = shared.timeout.as_millis() as u64;
+            let mut conn = establish_sqlite(shared.url.clone(), 0).await?;
+            conn.batch_execute(&format!(
+                "BEGIN IMMEDIATE; ROLLBACK; PRAGMA busy_timeout = {busy_ms};"
+            ))
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// While the breaker is open: every quarter second a probe (see `probe_once`); when one answers, a
+/// fresh pool replaces the old one (whose connections may be dead or stalled) and the breaker
+/// closes.
+fn spawn_probe(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        while shared.breaker.is_open() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match probe_once(&shared).await {
+                Ok(()) => {
+                    let pool = build_pool(&shared.url, shared.max_size, shared.timeout);
                     match shared.pool.write() {
                         Ok(mut current) => *current = pool,
                         Err(poisoned) => *poisoned.into_inner() = pool,
                     }
                     shared.breaker.close();
                 }
-                Ok(Err(error)) => tracing::debug!(error = %error, "the database is still away"),
-                Err(_) => tracing::debug!("the database is still not answering"),
+                Err(error) => tracing::debug!(error = %error, "the database is still away"),
             }
         }
     });

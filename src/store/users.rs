@@ -87,16 +87,27 @@ pub async fn record_login(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
 }
 
 /// A new password: also bumps the credentials version, so a sign-in that checked the old one
-/// can no longer create a session (see `still_signed_in_as`).
-pub async fn set_password_hash(conn: &mut Conn, id: i64, hash: &str) -> Result<(), StoreError> {
-    run!(conn, |c| diesel::update(users::table.find(id))
-        .set((
-            users::password_hash.eq(hash),
-            users::credentials_version.eq(users::credentials_version + 1),
-        ))
-        .execute(c)
-        .await)?;
-    Ok(())
+/// can no longer create a session (see `still_signed_in_as`). Only if the credentials are still
+/// at `checked` (the version whose password the caller verified): of two changes racing with the
+/// same old password, one wins and the other is told. False when that check failed.
+pub async fn set_password_hash(
+    conn: &mut Conn,
+    id: i64,
+    hash: &str,
+    checked: i64,
+) -> Result<bool, StoreError> {
+    let n = run!(conn, |c| diesel::update(
+        users::table
+            .find(id)
+            .filter(users::credentials_version.eq(checked))
+    )
+    .set((
+        users::password_hash.eq(hash),
+        users::credentials_version.eq(users::credentials_version + 1),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
 }
 
 /// Inside the transaction that creates a session: whether the person is still active with the

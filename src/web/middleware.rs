@@ -4,7 +4,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, Next};
-use actix_web::{web, Error};
+use actix_web::{web, Error, ResponseError};
 use rand::Rng;
 use tracing::Instrument;
 
@@ -15,18 +15,25 @@ pub const CSP: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-/// `https`: people reach the app over https (FEDIALT_PUBLIC_URL), so browsers are told to keep to it.
-pub fn security_headers(https: bool) -> DefaultHeaders {
-    let headers = DefaultHeaders::new()
-        .add(("Content-Security-Policy", CSP))
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("Referrer-Policy", "same-origin"))
-        .add(("X-Frame-Options", "DENY"));
+/// The security headers of every response. `https`: people reach the app over https
+/// (FEDIALT_PUBLIC_URL), so browsers are told to keep to it.
+fn security_header_list(https: bool) -> Vec<(&'static str, &'static str)> {
+    let mut list = vec![
+        ("content-security-policy", CSP),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("x-frame-options", "DENY"),
+    ];
     if https {
-        headers.add(("Strict-Transport-Security", "max-age=31536000"))
-    } else {
-        headers
+        list.push(("strict-transport-security", "max-age=31536000"));
     }
+    list
+}
+
+pub fn security_headers(https: bool) -> DefaultHeaders {
+    security_header_list(https)
+        .into_iter()
+        .fold(DefaultHeaders::new(), |headers, header| headers.add(header))
 }
 
 /// One span per request, with a request id (also sent back as X-Request-Id). Logs method, path
@@ -44,9 +51,28 @@ pub async fn request_span(
         status = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let mut response = crate::cache::near::scope(next.call(req))
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut response = match crate::cache::near::scope(next.call(req))
         .instrument(span.clone())
-        .await?;
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            // An answer made as an error (session_failures): counted and logged all the same.
+            let status = error.as_response_error().status_code().as_u16();
+            if let Some(state) = &state {
+                state.http.count(status);
+            }
+            span.in_scope(|| {
+                tracing::info!(
+                    status,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request done"
+                )
+            });
+            return Err(error);
+        }
+    };
     let status = response.status().as_u16();
     if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
         state.http.count(status);
@@ -160,4 +186,52 @@ fn reshape<B: MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, replacement).map_into_right_body(),
     ))
+}
+
+/// The session middleware answers a failure of its store (the database away while a session is
+/// read or written) with an empty 500 of its own, past every handler. This sits just outside it
+/// and gives such a failure the app's shape: while the database breaker is open, the 503 page (or
+/// JSON) saying the service is restarting and nothing was saved; otherwise the 500 page. The
+/// answer travels as an error (the request itself is no longer at hand), so the headers the outer
+/// middleware would add are added here.
+pub async fn session_failures(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let json = crate::auth::user::wants_json(req.request());
+    let error = match next.call(req).await {
+        Ok(response) => return Ok(response),
+        Err(error) => error,
+    };
+    let away = state.as_ref().is_some_and(|s| s.db.breaker().is_open());
+    let mut response = if away {
+        tracing::warn!(error = %error, "the session could not be read or saved: the database is away");
+        if json {
+            let mut response = actix_web::HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({ "error": crate::routes::error::UNAVAILABLE }));
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from_static(crate::routes::error::RETRY_AFTER_SECS),
+            );
+            response
+        } else {
+            crate::routes::error::AppError::Unavailable(crate::store::StoreError::Unavailable(
+                "the session store".into(),
+            ))
+            .error_response()
+        }
+    } else {
+        tracing::error!(error = %error, "the session could not be read or saved");
+        crate::routes::error::AppError::Internal(anyhow::anyhow!("session store: {error}"))
+            .error_response()
+    };
+    let https = state.as_ref().is_some_and(|s| s.config.secure_cookies());
+    for (name, value) in security_header_list(https) {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    Err(actix_web::error::InternalError::from_response(error.to_string(), response).into())
 }

@@ -154,14 +154,36 @@ async fn postgres_away_answers_at_once_serves_the_cache_and_recovers() {
             "{json}"
         );
 
-        // Signing in during the outage is a clear 503, never "wrong password".
-        let (r, took) = timed(sign_in_attempt(&app)).await;
+        // Signing in during the outage is a clear 503, never "wrong password", and however often
+        // it is tried it counts against nobody.
+        for _ in 0..7 {
+            let (r, took) = timed(sign_in_attempt(&app)).await;
+            assert!(
+                took < Duration::from_millis(1500),
+                "{mode:?}: sign-in took {took:?}"
+            );
+            assert_eq!(r.status().as_u16(), 503, "{mode:?}");
+            assert!(!r.text().await.unwrap().contains("do not match"));
+        }
+
+        // A change that only the session holds (the account worked on) cannot be saved either:
+        // the app's 503 page, not an empty 500 from the session layer.
+        let (r, took) = timed(app.post_form(
+            &format!("/platforms/{_platform}/switch"),
+            &[("csrf_token", csrf.as_str())],
+        ))
+        .await;
         assert!(
-            took < Duration::from_millis(1500),
-            "{mode:?}: sign-in took {took:?}"
+            took < Duration::from_millis(500),
+            "{mode:?}: switch took {took:?}"
         );
         assert_eq!(r.status().as_u16(), 503, "{mode:?}");
-        assert!(!r.text().await.unwrap().contains("do not match"));
+        assert!(r.headers().contains_key("content-security-policy"));
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("try again in a few seconds"));
 
         // Back, without a restart: the next save goes through.
         proxy.restore();
@@ -170,6 +192,11 @@ async fn postgres_away_answers_at_once_serves_the_cache_and_recovers() {
         })
         .await;
         assert!(saved, "{mode:?}: a save succeeds once the database is back");
+        assert_eq!(
+            sign_in_attempt(&app).await.status().as_u16(),
+            303,
+            "{mode:?}: the refused sign-ins locked nobody out"
+        );
         assert!(!app.state.db.breaker().is_open());
         assert_eq!(
             app.settings_row(_platform).await.unwrap().max_posts_per_run,

@@ -80,7 +80,24 @@ pub async fn change(
     let hash = state.passwords.hash(permit, new.into_secret()).await?;
     let keep = current_session_id(&req, &state);
     let mut conn = state.db.conn().await?;
-    store::users::set_password_hash(&mut conn, user.uid, &hash).await?;
+    let changed =
+        store::users::set_password_hash(&mut conn, user.uid, &hash, row.credentials_version)
+            .await?;
+    if !changed {
+        drop(conn);
+        let message = "Current password: the password was changed in another session just now, so \
+             nothing was changed here. Sign in again with the new password if you are signed out."
+            .to_owned();
+        return render(
+            &req,
+            &state,
+            &user,
+            None,
+            StatusCode::CONFLICT,
+            &[("current_password", message)],
+        )
+        .await;
+    }
     let others = store::sessions::ids_for_user_except(&mut conn, user.uid, keep.as_deref()).await?;
     drop(conn);
     crate::sessions::end_sessions(&state.db, &state.cache, &others).await?;

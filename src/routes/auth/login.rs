@@ -107,6 +107,12 @@ async fn authenticate(
     password: String,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Option<UserRow>, AppError> {
+    if state.db.breaker().is_open() {
+        // No answer is possible now: say so before counting anything.
+        return Err(AppError::Unavailable(store::StoreError::Unavailable(
+            "signing in".into(),
+        )));
+    }
     if let Some(wait) = state.throttle.attempt(username, ip).await? {
         let minutes = wait.div_ceil(60);
         return Err(AppError::TooManyRequests {
@@ -118,11 +124,22 @@ async fn authenticate(
             ),
         });
     }
-    // Counted first: a burst that finds every check busy still spends its attempts.
-    let permit = state.passwords.try_permit()?;
-    let mut conn = state.db.conn().await?;
-    let user = store::users::by_username(&mut conn, username).await?;
-    drop(conn);
+    // Answered 503 after counting (every check busy, the database away): the attempt is taken
+    // back, so an outage or a burst locks nobody out. Only attempts that get an answer count.
+    let permit = match state.passwords.try_permit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            state.throttle.forget(username, ip).await;
+            return Err(busy.into());
+        }
+    };
+    let user = match find_user(state, username).await {
+        Ok(user) => user,
+        Err(error) => {
+            state.throttle.forget(username, ip).await;
+            return Err(error.into());
+        }
+    };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state
         .passwords
@@ -135,6 +152,11 @@ async fn authenticate(
         }
         _ => Ok(None),
     }
+}
+
+async fn find_user(state: &AppState, username: &str) -> Result<Option<UserRow>, store::StoreError> {
+    let mut conn = state.db.conn().await?;
+    store::users::by_username(&mut conn, username).await
 }
 
 /// A new session id for the signed-in person, starting on their default connection.
