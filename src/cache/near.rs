@@ -15,6 +15,7 @@
 //! 3. So a write whose reply its writer had before our request arrived ran before our PING (sent
 //!    after the arrival); its invalidation sits ahead of our PONG on the same connection, and the
 //!    push handler applies it before the PONG is read.
+//!
 //! The test near_cache::the_barrier_waits_for_invalidations_on_a_slow_link delays every byte from
 //! Redis, and fails when the barrier is skipped. One PING serves every request waiting at that
 //! moment: under load a view costs a small fraction of a round trip.

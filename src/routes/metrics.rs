@@ -42,12 +42,14 @@ pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         .body(render(&state))
 }
 
+/// A counter per cache kind: (name, help, (kind, value) for each kind).
+type PerKind = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
 /// Everything /metrics shows, read at scrape time from the app's own counters and encoded by
 /// prometheus-client in the Prometheus text format (counters get their `_total` there).
 #[derive(Debug)]
 struct Snapshot {
-    /// (name, help, value per cache kind)
-    per_kind: Vec<(&'static str, &'static str, Vec<(&'static str, u64)>)>,
+    per_kind: Vec<PerKind>,
     counters: Vec<(&'static str, &'static str, u64)>,
     open_seconds: f64,
     responses: Vec<(&'static str, u64)>,
