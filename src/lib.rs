@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod data_dir;
 pub mod domain;
+pub mod error;
 pub mod keys;
 pub mod memo;
 pub mod platforms;

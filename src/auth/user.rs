@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::routes::error::AppError;
+use crate::error::AppError;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionUser {

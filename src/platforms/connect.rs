@@ -25,6 +25,8 @@ pub enum ConnectError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    #[error("the session could not hold the new connection: {0}")]
+    Session(String),
 }
 
 pub struct Connected {

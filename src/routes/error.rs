@@ -4,69 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::store::StoreError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("sign-in required")]
-    SignInRequired { next: String },
-    #[error("sign-in required (JSON)")]
-    Unauthenticated,
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    #[error("CSRF token missing or wrong")]
-    Csrf,
-    #[error("not found")]
-    NotFound,
-    #[error("too many requests")]
-    TooManyRequests { retry_after: u64, message: String },
-    #[error("busy: {0}")]
-    Busy(&'static str),
-    #[error("the database is unavailable")]
-    Unavailable(#[source] StoreError),
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            AppError::Unavailable(e)
-        } else {
-            AppError::Internal(anyhow::Error::new(e))
-        }
-    }
-}
-
-impl From<actix_session::SessionInsertError> for AppError {
-    fn from(e: actix_session::SessionInsertError) -> Self {
-        AppError::Internal(anyhow::Error::new(e))
-    }
-}
-
-impl From<actix_web::error::HttpError> for AppError {
-    fn from(e: actix_web::error::HttpError) -> Self {
-        AppError::Internal(anyhow::anyhow!("building the response: {e}"))
-    }
-}
-
-impl From<crate::crypto::CryptoError> for AppError {
-    fn from(e: crate::crypto::CryptoError) -> Self {
-        AppError::Internal(anyhow::Error::new(e))
-    }
-}
-
-impl From<crate::auth::password::PasswordError> for AppError {
-    fn from(e: crate::auth::password::PasswordError) -> Self {
-        match e {
-            crate::auth::password::PasswordError::Busy => AppError::Busy(
-                "fedialt is checking many passwords at once right now. Nothing was changed; \
-                 please try again in a moment.",
-            ),
-            other => AppError::Internal(anyhow::Error::new(other)),
-        }
-    }
-}
+pub use crate::error::AppError;
 
 /// What people read while the database is away.
 pub const UNAVAILABLE: &str =
@@ -113,6 +51,8 @@ impl ResponseError for AppError {
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) | AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Redirect(_) => StatusCode::SEE_OTHER,
+            AppError::Json { status, .. } => *status,
         }
     }
 
@@ -124,6 +64,8 @@ impl ResponseError for AppError {
                     .insert_header(("Location", format!("/login?next={next}")))
                     .finish()
             }
+            AppError::Redirect(location) => crate::routes::see_other(location),
+            AppError::Json { status, body } => HttpResponse::build(*status).json(body),
             AppError::Unauthenticated => HttpResponse::Unauthorized()
                 .json(serde_json::json!({"error": "Sign in first: this call needs a signed-in session."})),
             AppError::Forbidden(message) => error_page(StatusCode::FORBIDDEN, "Not allowed", message),

@@ -12,7 +12,7 @@ use actix_web_flash_messages::{IncomingFlashMessages, Level};
 use serde::Serialize;
 
 use crate::auth::SessionUser;
-use crate::routes::error::AppError;
+use crate::error::AppError;
 
 #[derive(Serialize)]
 struct Flash {

@@ -23,16 +23,22 @@ const FIELDS: [&str; 7] = [
     "platform_id",
 ];
 
-fn error(status: StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": message}))
+fn error(status: StatusCode, message: &str) -> AppError {
+    AppError::Json {
+        status,
+        body: json!({"error": message}),
+    }
 }
 
-fn field_errors(errors: impl IntoIterator<Item = (String, String)>) -> HttpResponse {
+fn field_errors(errors: impl IntoIterator<Item = (String, String)>) -> AppError {
     let map: Map<String, Value> = errors
         .into_iter()
         .map(|(f, m)| (f, Value::String(m)))
         .collect();
-    HttpResponse::UnprocessableEntity().json(json!({"errors": map}))
+    AppError::Json {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({"errors": map}),
+    }
 }
 
 /// The connection the call is about: platform_id, else the session's, else the default.
@@ -41,11 +47,11 @@ async fn platform_id(
     session: &TypedSession,
     user: &CurrentUser,
     body: &Map<String, Value>,
-) -> Result<Result<i64, HttpResponse>, AppError> {
+) -> Result<i64, AppError> {
     match body.get("platform_id") {
         None | Some(Value::Null) => {}
         Some(v) => {
-            return Ok(v
+            return v
                 .as_i64()
                 .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
                 .ok_or_else(|| {
@@ -53,20 +59,28 @@ async fn platform_id(
                         "platform_id".to_owned(),
                         "platform_id must be the id of one of your connections.".to_owned(),
                     )])
-                }))
+                })
         }
     }
     if let Some(id) = session.current_platform() {
-        return Ok(Ok(id));
+        return Ok(id);
     }
-    Ok(state
+    state
         .platforms
         .list(user.uid)
         .await?
         .iter()
         .find(|p| p.is_default)
         .map(|p| p.id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Connect an account first.")))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Connect an account first."))
+}
+
+/// The settings service's answers, in this route's JSON.
+fn settings_error(e: SettingsError) -> AppError {
+    match e {
+        SettingsError::NotFound => error(StatusCode::NOT_FOUND, "No such connection."),
+        SettingsError::Store(e) => e.into(),
+    }
 }
 
 pub async fn update(
@@ -77,7 +91,7 @@ pub async fn update(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     if user.check_csrf_header(&req).is_err() {
-        return Ok(error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "Send the page's CSRF token in the X-CSRF-Token header.",
         ));
@@ -89,13 +103,13 @@ pub async fn update(
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Ok(error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Send the body as JSON, with Content-Type: application/json.",
         ));
     }
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "The body must be a JSON object.",
         ));
@@ -115,26 +129,18 @@ pub async fn update(
         })
         .collect();
     if !unknown.is_empty() {
-        return Ok(field_errors(unknown));
+        return Err(field_errors(unknown));
     }
-    let platform_id = match platform_id(&state, &session, &user, &body).await? {
-        Ok(id) => id,
-        Err(response) => return Ok(response),
-    };
-    let not_found = || error(StatusCode::NOT_FOUND, "No such connection.");
-    let (platform, current) = match state
+    let platform_id = platform_id(&state, &session, &user, &body).await?;
+    let (platform, current) = state
         .settings
         .get_user_settings(user.uid, platform_id)
         .await
-    {
-        Ok(found) => found,
-        Err(SettingsError::NotFound) => return Ok(not_found()),
-        Err(SettingsError::Store(e)) => return Err(e.into()),
-    };
+        .map_err(settings_error)?;
     let raw = match RawSettings::from_json(&body) {
         Ok(raw) => raw.or_current(&current.settings),
         Err(f) => {
-            return Ok(field_errors([(
+            return Err(field_errors([(
                 f.to_owned(),
                 format!("{f} must be a number, a string or a boolean."),
             )]))
@@ -143,20 +149,16 @@ pub async fn update(
     let settings = match raw.parse(platform.description_limit.max(0) as u32) {
         Ok(s) => s,
         Err(errors) => {
-            return Ok(field_errors(
+            return Err(field_errors(
                 errors.into_iter().map(|(f, m)| (f.to_owned(), m)),
             ))
         }
     };
-    let saved = match state
+    let saved = state
         .settings
         .update_user_settings(user.uid, platform_id, &settings)
         .await
-    {
-        Ok(saved) => saved,
-        Err(SettingsError::NotFound) => return Ok(not_found()),
-        Err(SettingsError::Store(e)) => return Err(e.into()),
-    };
+        .map_err(settings_error)?;
     // The saved settings themselves, with the connection they belong to.
     let mut answer = serde_json::to_value(&saved.settings)
         .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;

@@ -5,25 +5,23 @@ pub mod page;
 pub mod settings;
 
 use crate::sessions::TypedSession;
-use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
 use crate::routes::error::AppError;
-use crate::routes::see_other;
 use crate::services::settings::CaptionView;
 use crate::state::AppState;
 
-/// The view for the session's connection, or the redirect to /platforms (with a message) when
-/// there is none yet or the chosen one is gone.
+/// The view for the session's connection; when there is none yet or the chosen one is gone, a
+/// redirect to /platforms (with a message saying why).
 pub async fn view_or_redirect(
     state: &AppState,
     session: &TypedSession,
     user_id: i64,
-) -> Result<Result<CaptionView, HttpResponse>, AppError> {
+) -> Result<CaptionView, AppError> {
     let chosen = session.current_platform();
     let Some(view) = state.settings.caption_view(user_id, chosen).await? else {
         FlashMessage::info("Connect a Mastodon or Pixelfed account first: fedialt describes the images posted there.").send();
-        return Ok(Err(see_other("/platforms")));
+        return Err(AppError::Redirect("/platforms".into()));
     };
     if chosen.is_some_and(|id| id != view.current.id) {
         session.forget_current_platform(None);
@@ -31,7 +29,7 @@ pub async fn view_or_redirect(
             "The account you were working on is no longer connected. Choose one to work on.",
         )
         .send();
-        return Ok(Err(see_other("/platforms")));
+        return Err(AppError::Redirect("/platforms".into()));
     }
-    Ok(Ok(view))
+    Ok(view)
 }

@@ -18,10 +18,7 @@ pub async fn show(
     session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let view = match view_or_redirect(&state, &session, user.uid).await? {
-        Ok(view) => view,
-        Err(redirect) => return Ok(redirect),
-    };
+    let view = view_or_redirect(&state, &session, user.uid).await?;
     let s = &view.settings.settings;
     Page::new("Caption generation", Some(&user), Some(&flashes))
         .with("platform", &view.current)

@@ -91,10 +91,7 @@ pub async fn form(
     session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let view = match view_or_redirect(&state, &session, user.uid).await? {
-        Ok(view) => view,
-        Err(redirect) => return Ok(redirect),
-    };
+    let view = view_or_redirect(&state, &session, user.uid).await?;
     let values = RawSettings::from_settings(&view.settings.settings);
     render(&user, &view, Some(&flashes), StatusCode::OK, &values, &[])
 }
@@ -106,10 +103,7 @@ pub async fn save(
     form: web::Form<SettingsForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
-    let view = match view_or_redirect(&state, &session, user.uid).await? {
-        Ok(view) => view,
-        Err(redirect) => return Ok(redirect),
-    };
+    let view = view_or_redirect(&state, &session, user.uid).await?;
     let limit = view.current.description_limit.max(0) as u32;
     let settings = match form.raw.parse(limit) {
         Ok(settings) => settings,
@@ -137,7 +131,6 @@ pub async fn save(
             .send();
             Ok(see_other("/caption_generation"))
         }
-        Err(SettingsError::NotFound) => Err(AppError::NotFound),
         // The database is away: the form again, with what was typed and a plain word that
         // nothing was saved.
         Err(SettingsError::Store(e)) if e.is_unavailable() => {
@@ -151,6 +144,6 @@ pub async fn save(
                 &[],
             )
         }
-        Err(SettingsError::Store(e)) => Err(e.into()),
+        Err(other) => Err(other.into()),
     }
 }

@@ -10,6 +10,7 @@ use crate::auth::CurrentUser;
 use crate::config::Secret;
 use crate::domain::platform::parse_connection_name;
 use crate::domain::{InstanceUrl, PlatformType};
+use crate::platforms::connect::ConnectError;
 use crate::platforms::connect::{self, NewConnection};
 use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
@@ -109,9 +110,9 @@ pub async fn submit(
         Ok(new) => new,
         Err(errors) => return refused(errors).await,
     };
-    match super::connect_and_use(&state, &session, &user, new).await? {
+    match super::connect_and_use(&state, &session, &user, new).await {
         Ok(response) => Ok(response),
-        Err(error) => {
+        Err(ConnectError::Platform(error)) => {
             let field = if matches!(error, PlatformError::InvalidToken) {
                 "access_token"
             } else {
@@ -120,5 +121,6 @@ pub async fn submit(
             tracing::info!(error = %error, "connection refused");
             refused(vec![(field, connect::explain(&error))]).await
         }
+        Err(other) => Err(other.into()),
     }
 }

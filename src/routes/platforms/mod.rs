@@ -12,7 +12,6 @@ use actix_web_flash_messages::FlashMessage;
 
 use crate::auth::CurrentUser;
 use crate::platforms::connect::{self, ConnectError, NewConnection};
-use crate::platforms::PlatformError;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::services::platforms::PlatformRecord;
@@ -32,28 +31,24 @@ pub async fn owned(
 }
 
 /// Connects (by token or at the end of OAuth), then works on the new connection and says what
-/// happened. The instance's refusal is handed back for the caller to show its own way.
+/// happened. The instance's refusal (ConnectError::Platform) is the caller's to show its own way.
 pub async fn connect_and_use(
     state: &AppState,
     session: &TypedSession,
     user: &CurrentUser,
     new: NewConnection,
-) -> Result<Result<HttpResponse, PlatformError>, AppError> {
-    let result = connect::connect(
+) -> Result<HttpResponse, ConnectError> {
+    let done = connect::connect(
         &state.instances,
         &state.secrets,
         &state.platforms,
         user.uid,
         new,
     )
-    .await;
-    let done = match result {
-        Ok(done) => done,
-        Err(ConnectError::Platform(e)) => return Ok(Err(e)),
-        Err(ConnectError::Store(e)) => return Err(e.into()),
-        Err(ConnectError::Crypto(e)) => return Err(AppError::Internal(anyhow::Error::new(e))),
-    };
-    session.set_current_platform(done.platform_id)?;
+    .await?;
+    session
+        .set_current_platform(done.platform_id)
+        .map_err(|e| ConnectError::Session(e.to_string()))?;
     FlashMessage::success(if done.created {
         format!("Connected {}.", done.handle)
     } else {
@@ -63,7 +58,7 @@ pub async fn connect_and_use(
         )
     })
     .send();
-    Ok(Ok(see_other("/platforms")))
+    Ok(see_other("/platforms"))
 }
 
 /// The session's chosen connection if it still exists, else the default, else the oldest.

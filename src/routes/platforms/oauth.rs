@@ -11,7 +11,7 @@ use crate::auth::{csrf, CurrentUser};
 use crate::crypto;
 use crate::domain::{InstanceUrl, PlatformType};
 use crate::platforms::client::RegisteredApp;
-use crate::platforms::connect::{self, NewConnection};
+use crate::platforms::connect::{self, ConnectError, NewConnection};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::state::AppState;
@@ -58,24 +58,25 @@ fn redirect_uri(state: &AppState) -> String {
 }
 
 /// The app registered on this instance for our redirect URI and scopes, registering it if needed.
+/// The instance's refusal is ConnectError::Platform, for the caller to explain.
 async fn app_for(
     state: &AppState,
     instance: &InstanceUrl,
     scopes: &str,
-) -> Result<Result<RegisteredApp, String>, AppError> {
+) -> Result<RegisteredApp, ConnectError> {
     let redirect = redirect_uri(state);
     let mut conn = state.db.conn().await?;
     if let Some((client_id, secret_enc)) =
         store::oauth_apps::find(&mut conn, instance.as_str(), &redirect, scopes).await?
     {
         let client_secret = state.secrets.open(crypto::CLIENT_SECRET, &secret_enc)?;
-        return Ok(Ok(RegisteredApp {
+        return Ok(RegisteredApp {
             client_id,
             client_secret: client_secret.expose().clone(),
-        }));
+        });
     }
     drop(conn);
-    let app = match state
+    let app = state
         .instances
         .register_app(
             instance,
@@ -83,11 +84,7 @@ async fn app_for(
             scopes,
             state.config.public_url.as_str(),
         )
-        .await
-    {
-        Ok(app) => app,
-        Err(e) => return Ok(Err(connect::explain(&e))),
-    };
+        .await?;
     let sealed = state
         .secrets
         .seal(crypto::CLIENT_SECRET, &app.client_secret)?;
@@ -101,11 +98,9 @@ async fn app_for(
         &sealed,
     )
     .await?;
-    Ok(Ok(app))
+    Ok(app)
 }
 
-/// A GET on the start route: connecting changes things, so it only starts from the form (a POST
-/// with the CSRF token); a link cannot connect someone's fedialt to another account.
 pub async fn start_by_get() -> HttpResponse {
     let mut response = crate::routes::error::error_page_with_link(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -187,9 +182,12 @@ pub async fn start(
         },
     };
     let scopes = platform_type.oauth_scopes();
-    let app = match app_for(&state, &instance, scopes).await? {
+    let app = match app_for(&state, &instance, scopes).await {
         Ok(app) => app,
-        Err(message) => return refused(&state, &user, &session, typed, message).await,
+        Err(ConnectError::Platform(e)) => {
+            return refused(&state, &user, &session, typed, connect::explain(&e)).await
+        }
+        Err(other) => return Err(other.into()),
     };
     let pending = Pending {
         state: csrf::random_token(),
@@ -308,9 +306,10 @@ pub async fn callback(
         Err(m) => return Ok(back_with(format!("Instance address {m}."))),
     };
     let scopes = pending.platform_type.oauth_scopes();
-    let app = match app_for(&state, &instance, scopes).await? {
+    let app = match app_for(&state, &instance, scopes).await {
         Ok(app) => app,
-        Err(message) => return Ok(back_with(message)),
+        Err(ConnectError::Platform(e)) => return Ok(back_with(connect::explain(&e))),
+        Err(other) => return Err(other.into()),
     };
     let tokens = match state
         .instances
@@ -327,9 +326,11 @@ pub async fn callback(
         name: None,
         platform_type: Some(pending.platform_type),
     };
-    Ok(super::connect_and_use(&state, &session, &user, new)
-        .await?
-        .unwrap_or_else(|e| back_with(connect::explain(&e))))
+    match super::connect_and_use(&state, &session, &user, new).await {
+        Ok(response) => Ok(response),
+        Err(ConnectError::Platform(e)) => Ok(back_with(connect::explain(&e))),
+        Err(other) => Err(other.into()),
+    }
 }
 
 #[cfg(test)]
