@@ -1,7 +1,8 @@
-//! A per-thread memo bounded by the bytes its entries take: the one mechanism behind the render
-//! memo (web/templates.rs) and the decoded-payload memo (cache/decoded.rs). Both are keyed by
-//! their whole input, so an entry is never stale and the only policy needed is a bound: an entry
-//! bigger than `max_entry` is not kept, and past `budget` the memo starts empty.
+//! A per-thread memo bounded by the bytes its entries take, behind the render memo
+//! (web/templates.rs). It is keyed by its whole input, so an entry is never stale and the only
+//! policy needed is a bound: an entry bigger than `max_entry` is not kept, and past `budget` the
+//! memo starts empty. What it buys, measured on 200 signed-in sessions of 50 people
+//! (bench/sessions.sh): the caption page at 23.5k requests/s with it, 12.3k without.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

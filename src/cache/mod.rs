@@ -15,7 +15,6 @@ use redis::aio::MultiplexedConnection;
 use redis::Client;
 
 pub mod counters;
-pub mod decoded;
 pub mod entry;
 pub mod keys;
 pub mod maintenance;
