@@ -54,8 +54,18 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Db, Cache)> {
         crate::data_dir::private_sqlite(std::path::Path::new(&url))
             .map_err(|e| anyhow::anyhow!("FEDIALT_DATA_DIR: {e}"))?;
     }
-    store::migrate::run_pending(&url)
+    // A database that accepts the connection and never answers would hold the start forever:
+    // give it twelve statement deadlines (a minute by default) to connect and migrate.
+    let bound = config.db_timeout * 12;
+    tokio::time::timeout(bound, store::migrate::run_pending(&url))
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "DATABASE_URL: the database did not answer within {} s (is it starting, or is \
+                 something between fedialt and it holding the connection?)",
+                bound.as_secs()
+            )
+        })?
         .context("DATABASE_URL: could not prepare the database")?;
     let pool_size = if store::is_postgres_url(&url) { 16 } else { 8 };
     let db = Db::connect(&url, pool_size, config.db_timeout).await?;

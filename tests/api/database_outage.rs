@@ -287,3 +287,31 @@ async fn a_locked_sqlite_file_answers_at_once_and_recovers() {
         7
     );
 }
+
+/// Starting against a database that accepts connections and never answers stops with a message
+/// naming DATABASE_URL, after twelve statement deadlines, instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_against_a_silent_database_gives_up_with_a_message() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let proxy = CuttableProxy::start(5432).await;
+    proxy.set(ProxyMode::Stall);
+    let proxied = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let options = Options::default()
+        .with("DATABASE_URL", &proxied)
+        .with("FEDIALT_DB_TIMEOUT_MS", "200");
+    let config = config_for(&db, "fedialt-test-silent:", &"a".repeat(88), &options);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        fedialt::startup::Application::build(config),
+    )
+    .await
+    .expect("the start gives up by itself");
+    let Err(error) = outcome else {
+        panic!("a silent database cannot be started against");
+    };
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(format!("{error:#}").contains("DATABASE_URL"), "{error:#}");
+}
