@@ -98,7 +98,13 @@ pub fn unavailable(why: &str) -> DieselError {
 /// Whether a statement's error means the database itself is away, not that the statement was bad.
 pub fn is_outage(error: &DieselError) -> bool {
     match error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        // diesel-async reports a connection that failed under it (reset, closed, an I/O error:
+        // no SQLSTATE) as UnableToSendCommand.
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        DieselError::BrokenTransactionManager => true,
         DieselError::DatabaseError(_, info) => {
             let message = info.message().to_ascii_lowercase();
             [
@@ -172,6 +178,14 @@ mod tests {
             Box::new("file is not a database".to_owned()),
         );
         assert!(is_outage(&sqlite));
+        let reset = DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("error communicating with the server: Connection reset by peer".to_owned()),
+        );
+        assert!(
+            is_outage(&reset),
+            "a connection that died under a statement"
+        );
         let unique = DieselError::DatabaseError(
             DatabaseErrorKind::UniqueViolation,
             Box::new("duplicate key".to_owned()),
