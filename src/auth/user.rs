@@ -12,7 +12,7 @@ use crate::error::AppError;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionUser {
-    pub uid: i64,
+    pub uid: crate::domain::UserId,
     pub username: String,
     pub role: String,
     pub csrf: String,

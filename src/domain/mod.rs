@@ -2,8 +2,10 @@
 
 pub mod account;
 pub mod caption_settings;
+pub mod ids;
 pub mod platform;
 
 pub use account::{Email, NewPassword, Username};
 pub use caption_settings::{CaptionSettings, RawSettings};
+pub use ids::{PlatformId, UserId};
 pub use platform::{is_hidden_control, InstanceUrl, PlatformType};

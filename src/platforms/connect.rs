@@ -71,7 +71,7 @@ pub async fn connect(
         authority
     );
     let (platform_id, created) = manager
-        .write(user_id, Vec::new(), move |conn| {
+        .write(crate::domain::UserId(user_id), Vec::new(), move |conn| {
             Box::pin(async move {
                 let now = store::now();
                 if let Some(existing) =

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::versioned::{ConnFuture, Lookup, Put, Versioned, Written};
 use crate::cache::{keys, Cache, Entry, Kind};
-use crate::domain::PlatformType;
+use crate::domain::{PlatformId, PlatformType, UserId};
 use crate::store::platforms::PlatformRow;
 use crate::store::{self, Conn, Db, StoreError};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlatformRecord {
-    pub id: i64,
-    pub user_id: i64,
+    pub id: PlatformId,
+    pub user_id: UserId,
     pub name: String,
     pub instance_url: String,
     pub platform_type: PlatformType,
@@ -42,8 +42,8 @@ impl PlatformRecord {
             }
         };
         Ok(PlatformRecord {
-            id: row.id,
-            user_id: row.user_id,
+            id: PlatformId(row.id),
+            user_id: UserId(row.user_id),
             name: row.name,
             instance_url: row.instance_url,
             platform_type,
@@ -87,9 +87,9 @@ pub struct PlatformManager {
 
 /// The version first, then the rows: the rows are then at least as new as the version, so a
 /// writer's newer version always replaces what a reader puts back.
-async fn read_list(conn: &mut Conn, user_id: i64) -> Result<(i64, CachedList), StoreError> {
-    let version = store::platforms::version(conn, user_id).await?;
-    let platforms = store::platforms::for_user(conn, user_id)
+async fn read_list(conn: &mut Conn, user_id: UserId) -> Result<(i64, CachedList), StoreError> {
+    let version = store::platforms::version(conn, user_id.get()).await?;
+    let platforms = store::platforms::for_user(conn, user_id.get())
         .await?
         .into_iter()
         .map(PlatformRecord::from_row)
@@ -113,23 +113,27 @@ impl PlatformManager {
     }
 
     /// A person's connections, oldest first.
-    pub async fn list(&self, user_id: i64) -> Result<Vec<PlatformRecord>, StoreError> {
+    pub async fn list(&self, user_id: UserId) -> Result<Vec<PlatformRecord>, StoreError> {
         let list = self
             .lists
-            .read(&keys::platforms(user_id), keys::ROW_TTL, move |conn| {
-                Box::pin(read_list(conn, user_id))
-            })
+            .read(
+                &keys::platforms(user_id.get()),
+                keys::ROW_TTL,
+                move |conn| Box::pin(read_list(conn, user_id)),
+            )
             .await?;
         Ok(list.platforms)
     }
 
     /// The database read behind a miss; puts the list back into Redis.
-    pub async fn load_and_fill(&self, user_id: i64) -> Result<Vec<PlatformRecord>, StoreError> {
+    pub async fn load_and_fill(&self, user_id: UserId) -> Result<Vec<PlatformRecord>, StoreError> {
         let list = self
             .lists
-            .load(&keys::platforms(user_id), keys::ROW_TTL, move |conn| {
-                Box::pin(read_list(conn, user_id))
-            })
+            .load(
+                &keys::platforms(user_id.get()),
+                keys::ROW_TTL,
+                move |conn| Box::pin(read_list(conn, user_id)),
+            )
             .await?;
         Ok(list.platforms)
     }
@@ -137,8 +141,8 @@ impl PlatformManager {
     /// The connection, only if it is that person's.
     pub async fn get_platform_by_id(
         &self,
-        platform_id: i64,
-        user_id: i64,
+        platform_id: PlatformId,
+        user_id: UserId,
     ) -> Result<Option<PlatformRecord>, StoreError> {
         Ok(self
             .list(user_id)
@@ -152,7 +156,7 @@ impl PlatformManager {
     /// the change). `change` returns its own result, handed back.
     pub async fn write<T, F>(
         &self,
-        user_id: i64,
+        user_id: UserId,
         gone: Vec<String>,
         change: F,
     ) -> Result<T, StoreError>
@@ -164,12 +168,12 @@ impl PlatformManager {
             .write(move |conn| {
                 Box::pin(async move {
                     let result = change(conn).await?;
-                    store::platforms::bump_version(conn, user_id).await?;
+                    store::platforms::bump_version(conn, user_id.get()).await?;
                     let (version, list) = read_list(conn, user_id).await?;
                     Ok(Written {
                         result,
                         put: Some(Put {
-                            key: keys::platforms(user_id),
+                            key: keys::platforms(user_id.get()),
                             version,
                             value: list,
                             ttl: keys::ROW_TTL,
@@ -188,8 +192,8 @@ mod tests {
 
     fn record(instance_url: &str, account_username: &str) -> PlatformRecord {
         PlatformRecord {
-            id: 1,
-            user_id: 1,
+            id: PlatformId(1),
+            user_id: UserId(1),
             name: "n".into(),
             instance_url: instance_url.into(),
             platform_type: PlatformType::Mastodon,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::platforms::{PlatformManager, PlatformRecord};
 use super::versioned::{Lookup, Put, Versioned, Written};
 use crate::cache::{keys, Cache, Kind};
-use crate::domain::CaptionSettings;
+use crate::domain::{CaptionSettings, PlatformId, UserId};
 use crate::store::{self, Conn, Db, StoreError};
 
 /// What Redis holds for a connection's settings: the saved ones, or None for the defaults.
@@ -60,8 +60,8 @@ pub enum SettingsError {
     Store(#[from] StoreError),
 }
 
-async fn read_saved(conn: &mut Conn, platform_id: i64) -> Result<(i64, Cached), StoreError> {
-    let row = store::caption_settings::get(conn, platform_id).await?;
+async fn read_saved(conn: &mut Conn, platform_id: PlatformId) -> Result<(i64, Cached), StoreError> {
+    let row = store::caption_settings::get(conn, platform_id.get()).await?;
     Ok(match row {
         Some(r) => (
             r.version,
@@ -81,22 +81,32 @@ impl SettingsManager {
         }
     }
 
-    async fn load_and_fill(&self, platform_id: i64) -> Result<Option<CaptionSettings>, StoreError> {
+    async fn load_and_fill(
+        &self,
+        platform_id: PlatformId,
+    ) -> Result<Option<CaptionSettings>, StoreError> {
         let cached = self
             .settings
-            .load(&keys::settings(platform_id), keys::ROW_TTL, move |conn| {
-                Box::pin(read_saved(conn, platform_id))
-            })
+            .load(
+                &keys::settings(platform_id.get()),
+                keys::ROW_TTL,
+                move |conn| Box::pin(read_saved(conn, platform_id)),
+            )
             .await?;
         Ok(cached.saved)
     }
 
-    async fn saved_for(&self, platform_id: i64) -> Result<Option<CaptionSettings>, StoreError> {
+    async fn saved_for(
+        &self,
+        platform_id: PlatformId,
+    ) -> Result<Option<CaptionSettings>, StoreError> {
         let cached = self
             .settings
-            .read(&keys::settings(platform_id), keys::ROW_TTL, move |conn| {
-                Box::pin(read_saved(conn, platform_id))
-            })
+            .read(
+                &keys::settings(platform_id.get()),
+                keys::ROW_TTL,
+                move |conn| Box::pin(read_saved(conn, platform_id)),
+            )
             .await?;
         Ok(cached.saved)
     }
@@ -104,8 +114,8 @@ impl SettingsManager {
     /// The settings of one of the person's connections; NotFound when it is not theirs.
     pub async fn get_user_settings(
         &self,
-        user_id: i64,
-        platform_id: i64,
+        user_id: UserId,
+        platform_id: PlatformId,
     ) -> Result<(PlatformRecord, UserSettings), SettingsError> {
         let platform = self
             .platforms
@@ -120,8 +130,8 @@ impl SettingsManager {
     /// Saves validated settings: the database transaction first (with an outbox row), then Redis.
     pub async fn update_user_settings(
         &self,
-        user_id: i64,
-        platform_id: i64,
+        user_id: UserId,
+        platform_id: PlatformId,
         settings: &CaptionSettings,
     ) -> Result<UserSettings, SettingsError> {
         let new = settings.clone();
@@ -130,14 +140,14 @@ impl SettingsManager {
             .write(move |conn| {
                 Box::pin(async move {
                     let Some(platform) =
-                        store::platforms::owned(conn, platform_id, user_id).await?
+                        store::platforms::owned(conn, platform_id.get(), user_id.get()).await?
                     else {
                         return Ok(Written::nothing(None));
                     };
                     let version = store::caption_settings::save(
                         conn,
-                        platform_id,
-                        user_id,
+                        platform_id.get(),
+                        user_id.get(),
                         &new,
                         store::now(),
                     )
@@ -145,7 +155,7 @@ impl SettingsManager {
                     Ok(Written {
                         result: Some(platform.description_limit),
                         put: Some(Put {
-                            key: keys::settings(platform_id),
+                            key: keys::settings(platform_id.get()),
                             version,
                             value: Cached { saved: Some(new) },
                             ttl: keys::ROW_TTL,
@@ -166,14 +176,14 @@ impl SettingsManager {
     /// chosen one's settings, pipelined). None when the person has no connection.
     pub async fn caption_view(
         &self,
-        user_id: i64,
-        chosen: Option<i64>,
+        user_id: UserId,
+        chosen: Option<PlatformId>,
     ) -> Result<Option<CaptionView>, StoreError> {
         let (mut platforms, mut saved) = (None, None);
         if let Some(pid) = chosen {
             let wanted = [
-                (Kind::Platform, keys::platforms(user_id)),
-                (Kind::Settings, keys::settings(pid)),
+                (Kind::Platform, keys::platforms(user_id.get())),
+                (Kind::Settings, keys::settings(pid.get())),
             ];
             match self.settings.cache().get_entries(&wanted).await {
                 Ok(mut entries) => {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{Client, AUTH_KEY, CLIENT_KEY, CURRENT_PLATFORM_KEY, OAUTH_KEY};
 use crate::auth::SessionUser;
+use crate::domain::PlatformId;
 
 #[derive(Clone)]
 pub struct TypedSession(Session);
@@ -41,16 +42,19 @@ impl TypedSession {
     }
 
     /// The platform connection the person chose to work on, if they chose one.
-    pub fn current_platform(&self) -> Option<i64> {
-        self.0.get::<i64>(CURRENT_PLATFORM_KEY).ok().flatten()
+    pub fn current_platform(&self) -> Option<PlatformId> {
+        self.0
+            .get::<PlatformId>(CURRENT_PLATFORM_KEY)
+            .ok()
+            .flatten()
     }
 
-    pub fn set_current_platform(&self, platform_id: i64) -> Result<(), SessionInsertError> {
+    pub fn set_current_platform(&self, platform_id: PlatformId) -> Result<(), SessionInsertError> {
         self.0.insert(CURRENT_PLATFORM_KEY, platform_id)
     }
 
     /// Forgets the chosen connection (it is gone); with `only`, only if it is that one.
-    pub fn forget_current_platform(&self, only: Option<i64>) {
+    pub fn forget_current_platform(&self, only: Option<PlatformId>) {
         if only.is_none() || self.current_platform() == only {
             self.0.remove(CURRENT_PLATFORM_KEY);
         }

@@ -663,7 +663,7 @@ async fn a_sign_in_racing_a_password_change_gets_no_session(b: Backend) {
     );
     let state_with = |cv: i64| {
         let user = fedialt::auth::SessionUser {
-            uid: alice.id,
+            uid: fedialt::domain::UserId(alice.id),
             username: "alice".into(),
             role: "user".into(),
             csrf: "x".into(),

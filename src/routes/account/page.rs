@@ -66,21 +66,22 @@ pub async fn render(
 ) -> Result<HttpResponse, AppError> {
     let current = current_session_id(req, state);
     let mut conn = state.db.conn().await?;
-    let sessions: Vec<SessionLine> = store::sessions::for_user(&mut conn, user.uid, store::now())
-        .await?
-        .into_iter()
-        .map(|s| SessionLine {
-            current: current.as_deref() == Some(s.id.as_str()),
-            created: when(s.created_at),
-            last_seen: when(s.last_seen_at),
-            browser: browser_of(s.user_agent.as_deref()),
-            from: s
-                .signed_in_from
-                .clone()
-                .unwrap_or_else(|| "unknown".to_owned()),
-            id: s.id,
-        })
-        .collect();
+    let sessions: Vec<SessionLine> =
+        store::sessions::for_user(&mut conn, user.uid.get(), store::now())
+            .await?
+            .into_iter()
+            .map(|s| SessionLine {
+                current: current.as_deref() == Some(s.id.as_str()),
+                created: when(s.created_at),
+                last_seen: when(s.last_seen_at),
+                browser: browser_of(s.user_agent.as_deref()),
+                from: s
+                    .signed_in_from
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+                id: s.id,
+            })
+            .collect();
     Page::new("Your account", Some(user), flashes)
         .with("sessions", &sessions)
         .with_errors(errors)

@@ -34,7 +34,7 @@ pub async fn change(
     let form = form.into_inner();
     let permit = state.passwords.try_permit()?;
     let mut conn = state.db.conn().await?;
-    let row = store::users::by_id(&mut conn, user.uid)
+    let row = store::users::by_id(&mut conn, user.uid.get())
         .await?
         .ok_or(AppError::NotFound)?;
     drop(conn);
@@ -81,7 +81,7 @@ pub async fn change(
     let keep = current_session_id(&req, &state);
     let mut conn = state.db.conn().await?;
     let changed =
-        store::users::set_password_hash(&mut conn, user.uid, &hash, row.credentials_version)
+        store::users::set_password_hash(&mut conn, user.uid.get(), &hash, row.credentials_version)
             .await?;
     if !changed {
         drop(conn);
@@ -98,7 +98,8 @@ pub async fn change(
         )
         .await;
     }
-    let others = store::sessions::ids_for_user_except(&mut conn, user.uid, keep.as_deref()).await?;
+    let others =
+        store::sessions::ids_for_user_except(&mut conn, user.uid.get(), keep.as_deref()).await?;
     drop(conn);
     crate::sessions::end_sessions(&state.db, &state.cache, &others).await?;
     FlashMessage::success(match others.len() {

@@ -31,7 +31,7 @@ pub async fn end(
     let mut conn = state.db.conn().await?;
     let mine = store::sessions::live(&mut conn, &id, store::now(), state.config.session_limits())
         .await?
-        .is_some_and(|s| s.user_id == Some(user.uid));
+        .is_some_and(|s| s.user_id == Some(user.uid.get()));
     drop(conn);
     if !mine {
         return Err(AppError::NotFound);

@@ -169,7 +169,7 @@ async fn start_session(
     let mut conn = state.db.conn().await?;
     store::users::record_login(&mut conn, user.id).await?;
     drop(conn);
-    let uid = user.id;
+    let uid = crate::domain::UserId(user.id);
     let user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)
@@ -191,7 +191,7 @@ async fn start_session(
     if let Some(default) = pick_current(&state.platforms.list(uid).await?, session) {
         session.set_current_platform(default.id)?;
     }
-    tracing::info!(user.id = uid, "signed in");
+    tracing::info!(user.id = uid.get(), "signed in");
     Ok(())
 }
 

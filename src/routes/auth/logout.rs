@@ -23,6 +23,6 @@ pub async fn submit(
     user.check_csrf(&form.csrf_token)?;
     session.end();
     FlashMessage::info("You are signed out.").send();
-    tracing::info!(user.id = user.uid, "signed out");
+    tracing::info!(user.id = user.uid.get(), "signed out");
     Ok(see_other("/login"))
 }

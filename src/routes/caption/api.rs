@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use crate::auth::CurrentUser;
+use crate::domain::PlatformId;
 use crate::domain::RawSettings;
 use crate::routes::error::AppError;
 use crate::services::settings::SettingsError;
@@ -47,13 +48,14 @@ async fn platform_id(
     session: &TypedSession,
     user: &CurrentUser,
     body: &Map<String, Value>,
-) -> Result<i64, AppError> {
+) -> Result<PlatformId, AppError> {
     match body.get("platform_id") {
         None | Some(Value::Null) => {}
         Some(v) => {
             return v
                 .as_i64()
                 .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .map(PlatformId)
                 .ok_or_else(|| {
                     field_errors([(
                         "platform_id".to_owned(),

@@ -16,7 +16,7 @@ use crate::state::AppState;
 pub async fn view_or_redirect(
     state: &AppState,
     session: &TypedSession,
-    user_id: i64,
+    user_id: crate::domain::UserId,
 ) -> Result<CaptionView, AppError> {
     let chosen = session.current_platform();
     let Some(view) = state.settings.caption_view(user_id, chosen).await? else {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::CurrentUser;
 use crate::domain::platform::parse_connection_name;
+use crate::domain::PlatformId;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::state::AppState;
@@ -31,7 +32,7 @@ pub async fn switch(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: TypedSession,
-    path: web::Path<i64>,
+    path: web::Path<PlatformId>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
@@ -44,7 +45,7 @@ pub async fn switch(
 pub async fn make_default(
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<PlatformId>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
@@ -53,7 +54,7 @@ pub async fn make_default(
     let done = state
         .platforms
         .write(uid, Vec::new(), move |conn| {
-            Box::pin(async move { store::platforms::set_default(conn, id, uid).await })
+            Box::pin(async move { store::platforms::set_default(conn, id.get(), uid.get()).await })
         })
         .await?;
     if !done {
@@ -66,7 +67,7 @@ pub async fn make_default(
 pub async fn rename(
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<PlatformId>,
     form: web::Form<RenameForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
@@ -84,9 +85,9 @@ pub async fn rename(
     let done = state
         .platforms
         .write(uid, Vec::new(), move |conn| {
-            Box::pin(
-                async move { store::platforms::rename(conn, id, uid, &name, store::now()).await },
-            )
+            Box::pin(async move {
+                store::platforms::rename(conn, id.get(), uid.get(), &name, store::now()).await
+            })
         })
         .await?;
     if !done {

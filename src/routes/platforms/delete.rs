@@ -6,6 +6,7 @@ use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
 
 use super::actions::CsrfForm;
 use crate::auth::CurrentUser;
+use crate::domain::PlatformId;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::state::AppState;
@@ -15,7 +16,7 @@ use crate::web::page::Page;
 pub async fn confirm(
     user: CurrentUser,
     state: web::Data<AppState>,
-    path: web::Path<i64>,
+    path: web::Path<PlatformId>,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let platform = super::owned(&state, &user, path.into_inner()).await?;
@@ -29,7 +30,7 @@ pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: TypedSession,
-    path: web::Path<i64>,
+    path: web::Path<PlatformId>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
@@ -38,13 +39,17 @@ pub async fn delete(
     let platform = super::owned(&state, &user, id).await?;
     let deleted = state
         .platforms
-        .write(uid, vec![crate::cache::keys::settings(id)], move |conn| {
-            Box::pin(async move {
-                let deleted = store::platforms::delete(conn, id, uid).await?;
-                store::platforms::ensure_default(conn, uid).await?;
-                Ok(deleted)
-            })
-        })
+        .write(
+            uid,
+            vec![crate::cache::keys::settings(id.get())],
+            move |conn| {
+                Box::pin(async move {
+                    let deleted = store::platforms::delete(conn, id.get(), uid.get()).await?;
+                    store::platforms::ensure_default(conn, uid.get()).await?;
+                    Ok(deleted)
+                })
+            },
+        )
         .await?;
     if !deleted {
         return Err(AppError::NotFound);

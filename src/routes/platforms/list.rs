@@ -12,7 +12,7 @@ use crate::web::page::Page;
 
 #[derive(Serialize)]
 struct Line {
-    id: i64,
+    id: crate::domain::PlatformId,
     name: String,
     instance_url: String,
     handle: String,

@@ -11,6 +11,7 @@ use actix_web::HttpResponse;
 use actix_web_flash_messages::FlashMessage;
 
 use crate::auth::CurrentUser;
+use crate::domain::PlatformId;
 use crate::platforms::connect::{self, ConnectError, NewConnection};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
@@ -21,7 +22,7 @@ use crate::state::AppState;
 pub async fn owned(
     state: &AppState,
     user: &CurrentUser,
-    id: i64,
+    id: PlatformId,
 ) -> Result<PlatformRecord, AppError> {
     state
         .platforms
@@ -42,12 +43,12 @@ pub async fn connect_and_use(
         &state.instances,
         &state.secrets,
         &state.platforms,
-        user.uid,
+        user.uid.get(),
         new,
     )
     .await?;
     session
-        .set_current_platform(done.platform_id)
+        .set_current_platform(PlatformId(done.platform_id))
         .map_err(|e| ConnectError::Session(e.to_string()))?;
     FlashMessage::success(if done.created {
         format!("Connected {}.", done.handle)

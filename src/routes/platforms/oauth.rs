@@ -208,7 +208,7 @@ pub async fn start(
     store::oauth_pending::insert(
         &mut conn,
         &crate::sessions::session_id(&pending.state),
-        user.uid,
+        user.uid.get(),
         pending.started_at,
     )
     .await?;
@@ -292,7 +292,7 @@ pub async fn callback(
     let first = store::oauth_pending::take(
         &mut conn,
         &crate::sessions::session_id(&pending.state),
-        user.uid,
+        user.uid.get(),
         store::now() - PENDING_FOR_SECS,
     )
     .await?;
