@@ -91,18 +91,9 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> Versioned<T> {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
     /// The cache itself, for a batch read of several kinds' keys in one round trip.
     pub fn cache(&self) -> &Cache {
         &self.cache
-    }
-
-    /// Whether writes keep Redis in step at all (false with REDIS_URL=none or database sessions).
-    pub fn enabled(&self) -> bool {
-        self.cache.enabled()
     }
 
     /// A cached entry, decoded. (A per-thread memo of decoded values by their bytes was measured

@@ -204,13 +204,6 @@ impl Conn {
         self.stats.statements.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn backend(&self) -> Backend {
-        match self.inner {
-            ConnInner::Pg(_) => Backend::Postgres,
-            ConnInner::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-
     pub async fn begin_write(&mut self) -> Result<(), StoreError> {
         use diesel_async::TransactionManager;
         self.count_statement();
@@ -412,10 +405,6 @@ impl Db {
             }),
             stats: Arc::new(DbStats::default()),
         })
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.shared.backend
     }
 
     pub fn stats(&self) -> &DbStats {

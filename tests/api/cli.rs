@@ -174,36 +174,15 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
         ],
     );
     assert_eq!(code, 0, "{stderr}");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_fedialt"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FEDIALT_DATA_DIR", &dir)
-        .env("FEDIALT_BIND", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", SHARED_REDIS)
-        .env(
-            "FEDIALT_REDIS_PREFIX",
-            format!("fedialt-test-{}:", random_suffix()),
-        )
-        .env("LOG_FORMAT", "json")
-        .env("FEDIALT_ALLOW_PRIVATE_NETWORK", "true")
-        .env("RUST_LOG", "debug")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut env = shared_redis().to_vec();
+    env.extend([
+        ("LOG_FORMAT", "json".to_owned()),
+        ("FEDIALT_ALLOW_PRIVATE_NETWORK", "true".to_owned()),
+        ("RUST_LOG", "debug".to_owned()),
+    ]);
+    let app = serve_binary(&dir, &env, true).await;
+    let base = app.base.clone();
     let client = new_client();
-    assert!(
-        eventually(std::time::Duration::from_secs(20), || {
-            let client = client.clone();
-            let url = format!("{base}/healthz");
-            async move { client.get(url).send().await.is_ok() }
-        })
-        .await
-    );
     let page = client
         .get(format!("{base}/login"))
         .send()
@@ -236,19 +215,8 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
         200
     );
 
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "graceful stop on SIGTERM: {:?}",
-        out.status
-    );
-    let logs = String::from_utf8_lossy(&out.stderr);
+    let (status, logs) = app.stop().await;
+    assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
     assert!(
         logs.lines()
             .any(|l| l.starts_with('{') && l.contains("\"request_id\"")),
@@ -269,19 +237,51 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
 
 /// A `fedialt serve` process, killed when dropped.
 struct Serving {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     base: String,
+    port: u16,
+}
+
+impl Serving {
+    /// SIGTERM, then how it ended and everything it wrote (with `capture`; stdout, then stderr).
+    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().unwrap();
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, logs)
+    }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-async fn serve_binary(dir: &std::path::Path, env: &[(&str, String)]) -> Serving {
+/// Runs `fedialt serve` on a free port in `dir` (Redis off unless `env` says otherwise) and waits
+/// until it answers. With `capture`, its output is kept for `Serving::stop`.
+async fn serve_binary(dir: &std::path::Path, env: &[(&str, String)], capture: bool) -> Serving {
     let port = free_port();
+    let output = || {
+        if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedialt"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -290,14 +290,15 @@ async fn serve_binary(dir: &std::path::Path, env: &[(&str, String)]) -> Serving 
         .env("REDIS_URL", "none")
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(output())
+        .stderr(output());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let serving = Serving {
-        child: cmd.spawn().unwrap(),
+        child: Some(cmd.spawn().unwrap()),
         base: format!("http://127.0.0.1:{port}"),
+        port,
     };
     let client = new_client();
     let url = format!("{}/healthz", serving.base);
@@ -310,6 +311,17 @@ async fn serve_binary(dir: &std::path::Path, env: &[(&str, String)]) -> Serving 
         "fedialt serve came up"
     );
     serving
+}
+
+/// Redis for a binary: the shared server, under a prefix of its own.
+fn shared_redis() -> [(&'static str, String); 2] {
+    [
+        ("REDIS_URL", SHARED_REDIS.to_owned()),
+        (
+            "FEDIALT_REDIS_PREFIX",
+            format!("fedialt-test-{}:", random_suffix()),
+        ),
+    ]
 }
 
 /// Signs in on a running binary; the client keeps the session.
@@ -380,7 +392,7 @@ async fn a_proxy_in_the_environment_does_not_get_past_the_guard() {
         "FEDIALT_DNS_OVERRIDES",
         "metadata.example=169.254.169.254,local.example=127.0.0.1".into(),
     ));
-    let app = serve_binary(&dir, &env).await;
+    let app = serve_binary(&dir, &env, false).await;
     let client = new_client();
     sign_in_on(&app.base, &client, "root", password).await;
     let page = client
@@ -485,44 +497,9 @@ fn help_says_what_a_newcomer_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_says_where_to_go_next() {
     let dir = temp_dir();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_fedialt"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FEDIALT_DATA_DIR", &dir)
-        .env("FEDIALT_BIND", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", SHARED_REDIS)
-        .env(
-            "FEDIALT_REDIS_PREFIX",
-            format!("fedialt-test-{}:", random_suffix()),
-        )
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = new_client();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    assert!(
-        eventually(std::time::Duration::from_secs(20), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move { client.get(url).send().await.is_ok() }
-        })
-        .await
-    );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let app = serve_binary(&dir, &shared_redis(), true).await;
+    let port = app.port;
+    let (_, logs) = app.stop().await;
     assert!(
         logs.contains(&format!("open http://127.0.0.1:{port}")),
         "{logs}"
