@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use crate::cache::{keys, Cache};
+use crate::cache::{keys, Cache, Key};
 use crate::store::{self, Db, StoreError};
 
 pub const MAX_PER_ACCOUNT_AND_ADDRESS: i64 = 5;
@@ -82,7 +82,10 @@ impl LoginThrottle {
     /// Counts one attempt on each scope (atomically each); the longest wait among those over
     /// their limit.
     async fn count(&self, scopes: &[(String, i64)]) -> Result<Option<u64>, StoreError> {
-        let logicals: Vec<String> = scopes.iter().map(|(s, _)| keys::throttle(s)).collect();
+        let logicals: Vec<String> = scopes
+            .iter()
+            .map(|(s, _)| Key::throttle(s).logical())
+            .collect();
         if let Ok(counts) = self
             .cache
             .count_attempt(&logicals, keys::THROTTLE_WINDOW)
@@ -116,7 +119,12 @@ impl LoginThrottle {
     pub async fn forget(&self, username: &str, ip: Option<IpAddr>) {
         let [local, everywhere] = stages(username, ip);
         for (scope, _) in local.iter().chain(&everywhere) {
-            if self.cache.uncount(&keys::throttle(scope)).await.is_err() {
+            if self
+                .cache
+                .uncount(&Key::throttle(scope).logical())
+                .await
+                .is_err()
+            {
                 if let Ok(mut conn) = self.db.conn().await {
                     let _ = store::throttle::uncount(&mut conn, scope).await;
                 }
@@ -133,7 +141,7 @@ impl LoginThrottle {
             .into_iter()
             .map(|(scope, _)| scope.clone())
             .collect();
-        let logicals: Vec<String> = cleared.iter().map(|s| keys::throttle(s)).collect();
+        let logicals: Vec<String> = cleared.iter().map(|s| Key::throttle(s).logical()).collect();
         // The address's count keeps its failures but not this success: twenty people signing in
         // from one office (one address) within the window must not lock it.
         let address = local.get(1).map(|(scope, _)| scope.clone());
@@ -147,12 +155,12 @@ impl LoginThrottle {
         }
         if let Some(scope) = &address {
             // Best effort: a lost decrement only leaves one attempt counted.
-            let _ = self.cache.uncount(&keys::throttle(scope)).await;
+            let _ = self.cache.uncount(&Key::throttle(scope).logical()).await;
         }
         if let Err(error) = self.cache.delete_global(&logicals).await {
             tracing::info!(error = %error, "sign-in counts queued in the outbox for Redis");
-            for logical in &logicals {
-                store::outbox::push(&mut conn, logical, 0).await?;
+            for scope in &cleared {
+                store::outbox::push(&mut conn, &Key::throttle(scope), 0).await?;
             }
         }
         Ok(())

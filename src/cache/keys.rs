@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::domain::ids::{PlatformId, UserId};
+
 /// What a key holds, for the metrics labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -37,15 +39,74 @@ impl Kind {
         self as usize
     }
 
-    /// The kind of a logical key, from its first segment.
-    pub fn of_logical(logical: &str) -> Kind {
-        match logical.split(':').next() {
-            Some("session") => Kind::Session,
-            Some("platform") | Some("platforms") => Kind::Platform,
-            Some("settings") => Kind::Settings,
-            Some("progress") => Kind::Progress,
-            _ => Kind::Throttle,
+    /// The kind named by its label (as an outbox row stores it).
+    pub fn from_label(label: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.label() == label)
+    }
+}
+
+/// A key as a kind and the id it is about: what an outbox row stores, so nothing parses a built
+/// key back. `logical()` builds the key's text, here and only here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    kind: Kind,
+    ident: String,
+}
+
+impl Key {
+    pub fn session(id_hash: &str) -> Key {
+        Key::of(Kind::Session, id_hash)
+    }
+
+    /// A person's list of platform connections.
+    pub fn platforms(user_id: UserId) -> Key {
+        Key::of(Kind::Platform, &user_id.to_string())
+    }
+
+    /// A connection's caption settings.
+    pub fn settings(platform_id: PlatformId) -> Key {
+        Key::of(Kind::Settings, &platform_id.to_string())
+    }
+
+    /// A run's live progress.
+    pub fn progress(run_id: i64) -> Key {
+        Key::of(Kind::Progress, &run_id.to_string())
+    }
+
+    pub fn throttle(scope: &str) -> Key {
+        Key::of(Kind::Throttle, scope)
+    }
+
+    /// A key from an outbox row's two columns.
+    pub fn from_parts(kind: &str, ident: &str) -> Option<Key> {
+        Kind::from_label(kind).map(|kind| Key::of(kind, ident))
+    }
+
+    fn of(kind: Kind, ident: &str) -> Key {
+        Key {
+            kind,
+            ident: ident.to_owned(),
         }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn ident(&self) -> &str {
+        &self.ident
+    }
+
+    /// The key's text under the prefix and generation.
+    pub fn logical(&self) -> String {
+        let segment = match self.kind {
+            Kind::Session => "session",
+            Kind::Platform => "platforms",
+            Kind::Settings => "settings",
+            Kind::Progress => "progress",
+            Kind::Throttle => "throttle",
+        };
+        format!("{segment}:{}", self.ident)
     }
 }
 
@@ -53,26 +114,31 @@ impl Kind {
 /// so that Lua's numbers (doubles) compare it exactly.
 pub const TOMBSTONE: i64 = 1_000_000_000_000_000;
 
-pub fn session(id_hash: &str) -> String {
-    format!("session:{id_hash}")
-}
-
-/// A person's list of platform connections.
-pub fn platforms(user_id: i64) -> String {
-    format!("platforms:{user_id}")
-}
-
-/// A connection's caption settings.
-pub fn settings(platform_id: i64) -> String {
-    format!("settings:{platform_id}")
-}
-
-pub fn throttle(scope: &str) -> String {
-    format!("throttle:{scope}")
-}
-
 /// Cached copies of database rows live this long without being read.
 pub const ROW_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The sign-in throttle window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_row_gives_back_the_key_it_was_written_for() {
+        let keys = [
+            Key::session("abc"),
+            Key::platforms(UserId(7)),
+            Key::settings(PlatformId(9)),
+            Key::progress(11),
+            Key::throttle("pair:alice|10.0.0.1"),
+        ];
+        for key in keys {
+            let back = Key::from_parts(key.kind().label(), key.ident()).unwrap();
+            assert_eq!(back, key);
+            assert_eq!(back.logical(), key.logical());
+        }
+        assert_eq!(Key::platforms(UserId(7)).logical(), "platforms:7");
+        assert!(Key::from_parts("something-newer", "1").is_none());
+    }
+}

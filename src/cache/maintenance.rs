@@ -108,13 +108,16 @@ impl Cache {
         }
         let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
-            let kind = Kind::of_logical(&row.cache_key);
+            let Some(key) = row.key() else {
+                // Written by a newer build this one does not understand: leave it to that build.
+                continue;
+            };
+            let kind = key.kind();
             let delivered = if kind == Kind::Throttle {
                 // A sign-in throttle count that a successful sign-in could not clear.
-                self.delete_global_gated(std::slice::from_ref(&row.cache_key), bypass)
-                    .await
+                self.delete_global_gated(&[key.logical()], bypass).await
             } else {
-                self.invalidate_gated(&row.cache_key, row.min_version, bypass)
+                self.invalidate_gated(&key, row.min_version, bypass)
                     .await
                     .map(|_| ())
             };

@@ -22,7 +22,7 @@ pub mod manager;
 pub mod near;
 
 pub use entry::Entry;
-pub use keys::Kind;
+pub use keys::{Key, Kind};
 pub use manager::RedisManager;
 
 use crate::config::RedisConfig;
@@ -320,9 +320,9 @@ impl Cache {
     }
 
     /// Reads one versioned value: from the near cache when it holds it, else with one GET.
-    pub async fn get_entry(&self, kind: Kind, logical: &str) -> Result<Option<Entry>, CacheError> {
+    pub async fn get_entry(&self, key: &Key) -> Result<Option<Entry>, CacheError> {
         Ok(self
-            .get_entries(&[(kind, logical.to_owned())])
+            .get_entries(std::slice::from_ref(key))
             .await?
             .pop()
             .flatten())
@@ -330,22 +330,20 @@ impl Cache {
 
     /// Reads several versioned values: those the near cache holds from memory, the rest in one
     /// round trip (MGET).
-    pub async fn get_entries(
-        &self,
-        logicals: &[(Kind, String)],
-    ) -> Result<Vec<Option<Entry>>, CacheError> {
-        if logicals.is_empty() {
+    pub async fn get_entries(&self, wanted_keys: &[Key]) -> Result<Vec<Option<Entry>>, CacheError> {
+        if wanted_keys.is_empty() {
             return Ok(Vec::new());
         }
         let near = self.fresh_near().await?;
-        let keys: Vec<String> = logicals.iter().map(|(_, l)| self.key(l)).collect();
+        let keys: Vec<String> = wanted_keys.iter().map(|k| self.key(&k.logical())).collect();
         let mut found: Vec<Option<Entry>> = match near {
             Some(near) => keys.iter().map(|k| near.get(k)).collect(),
             None => vec![None; keys.len()],
         };
-        for ((kind, _), entry) in logicals.iter().zip(&found) {
+        for (key, entry) in wanted_keys.iter().zip(&found) {
             if entry.is_some() {
-                self.stats().hit(*kind);
+                let kind = key.kind();
+                self.stats().hit(kind);
                 self.stats().near_hits[kind.index()].fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -367,7 +365,7 @@ impl Cache {
             })
             .await?;
         for (i, raw) in missing.into_iter().zip(raws) {
-            let entry = self.decode_counted(logicals[i].0, raw)?;
+            let entry = self.decode_counted(wanted_keys[i].kind(), raw)?;
             if let (Some(near), Some(epoch), Some(entry)) = (near, epoch, &entry) {
                 near.fill(epoch, keys[i].clone(), entry.clone());
             }
@@ -402,13 +400,13 @@ impl Cache {
     /// Writes a copy of a row at `version`, unless Redis already holds something as new.
     pub async fn put_if_newer(
         &self,
-        logical: &str,
+        key: &Key,
         version: i64,
         payload: &[u8],
         ttl: Duration,
     ) -> Result<bool, CacheError> {
         let write = CasWrite {
-            key: self.key(logical),
+            key: self.key(&key.logical()),
             version,
             value: Entry::encode_data(version, payload),
             tag: "D",
@@ -418,18 +416,18 @@ impl Cache {
     }
 
     /// Marks everything below `min_version` invalid (with TOMBSTONE: the row is gone).
-    pub async fn invalidate(&self, logical: &str, min_version: i64) -> Result<bool, CacheError> {
-        self.invalidate_gated(logical, min_version, false).await
+    pub async fn invalidate(&self, key: &Key, min_version: i64) -> Result<bool, CacheError> {
+        self.invalidate_gated(key, min_version, false).await
     }
 
     async fn invalidate_gated(
         &self,
-        logical: &str,
+        key: &Key,
         min_version: i64,
         bypass: bool,
     ) -> Result<bool, CacheError> {
         let write = CasWrite {
-            key: self.key(logical),
+            key: self.key(&key.logical()),
             version: min_version,
             value: Entry::encode_invalid(min_version),
             tag: "I",

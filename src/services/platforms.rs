@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::versioned::{ConnFuture, Lookup, Put, Versioned, Written};
-use crate::cache::{keys, Cache, Entry, Kind};
+use crate::cache::keys::{self, Key};
+use crate::cache::{Cache, Entry, Kind};
 use crate::domain::{PlatformId, PlatformType, UserId};
 use crate::store::platforms::PlatformRow;
 use crate::store::{self, Conn, Db, StoreError};
@@ -116,11 +117,9 @@ impl PlatformManager {
     pub async fn list(&self, user_id: UserId) -> Result<Vec<PlatformRecord>, StoreError> {
         let list = self
             .lists
-            .read(
-                &keys::platforms(user_id.get()),
-                keys::ROW_TTL,
-                move |conn| Box::pin(read_list(conn, user_id)),
-            )
+            .read(&Key::platforms(user_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_list(conn, user_id))
+            })
             .await?;
         Ok(list.platforms)
     }
@@ -129,11 +128,9 @@ impl PlatformManager {
     pub async fn load_and_fill(&self, user_id: UserId) -> Result<Vec<PlatformRecord>, StoreError> {
         let list = self
             .lists
-            .load(
-                &keys::platforms(user_id.get()),
-                keys::ROW_TTL,
-                move |conn| Box::pin(read_list(conn, user_id)),
-            )
+            .load(&Key::platforms(user_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_list(conn, user_id))
+            })
             .await?;
         Ok(list.platforms)
     }
@@ -157,7 +154,7 @@ impl PlatformManager {
     pub async fn write<T, F>(
         &self,
         user_id: UserId,
-        gone: Vec<String>,
+        gone: Vec<Key>,
         change: F,
     ) -> Result<T, StoreError>
     where
@@ -173,7 +170,7 @@ impl PlatformManager {
                     Ok(Written {
                         result,
                         put: Some(Put {
-                            key: keys::platforms(user_id.get()),
+                            key: Key::platforms(user_id),
                             version,
                             value: list,
                             ttl: keys::ROW_TTL,

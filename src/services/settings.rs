@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::platforms::{PlatformManager, PlatformRecord};
 use super::versioned::{Lookup, Put, Versioned, Written};
-use crate::cache::{keys, Cache, Kind};
+use crate::cache::keys::{self, Key};
+use crate::cache::{Cache, Kind};
 use crate::domain::{CaptionSettings, PlatformId, UserId};
 use crate::store::{self, Conn, Db, StoreError};
 
@@ -87,11 +88,9 @@ impl SettingsManager {
     ) -> Result<Option<CaptionSettings>, StoreError> {
         let cached = self
             .settings
-            .load(
-                &keys::settings(platform_id.get()),
-                keys::ROW_TTL,
-                move |conn| Box::pin(read_saved(conn, platform_id)),
-            )
+            .load(&Key::settings(platform_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_saved(conn, platform_id))
+            })
             .await?;
         Ok(cached.saved)
     }
@@ -102,11 +101,9 @@ impl SettingsManager {
     ) -> Result<Option<CaptionSettings>, StoreError> {
         let cached = self
             .settings
-            .read(
-                &keys::settings(platform_id.get()),
-                keys::ROW_TTL,
-                move |conn| Box::pin(read_saved(conn, platform_id)),
-            )
+            .read(&Key::settings(platform_id), keys::ROW_TTL, move |conn| {
+                Box::pin(read_saved(conn, platform_id))
+            })
             .await?;
         Ok(cached.saved)
     }
@@ -155,7 +152,7 @@ impl SettingsManager {
                     Ok(Written {
                         result: Some(platform.description_limit),
                         put: Some(Put {
-                            key: keys::settings(platform_id.get()),
+                            key: Key::settings(platform_id),
                             version,
                             value: Cached { saved: Some(new) },
                             ttl: keys::ROW_TTL,
@@ -181,10 +178,7 @@ impl SettingsManager {
     ) -> Result<Option<CaptionView>, StoreError> {
         let (mut platforms, mut saved) = (None, None);
         if let Some(pid) = chosen {
-            let wanted = [
-                (Kind::Platform, keys::platforms(user_id.get())),
-                (Kind::Settings, keys::settings(pid.get())),
-            ];
+            let wanted = [Key::platforms(user_id), Key::settings(pid)];
             match self.settings.cache().get_entries(&wanted).await {
                 Ok(mut entries) => {
                     let settings_entry = entries.pop().flatten();

@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::{keys, Cache, Entry, Kind};
+use crate::cache::keys::{self, Key};
+use crate::cache::{Cache, Entry, Kind};
 use crate::store::{self, Conn, Db, StoreError};
 
 /// A future borrowing a connection: what the closures handed to `read` and `write` return.
@@ -38,7 +39,7 @@ pub enum Lookup<T> {
 
 /// A value to put under a key after a write, at the version the write gave its rows.
 pub struct Put<T> {
-    pub key: String,
+    pub key: Key,
     pub version: i64,
     pub value: T,
     pub ttl: Duration,
@@ -49,7 +50,7 @@ pub struct Put<T> {
 pub struct Written<R, T> {
     pub result: R,
     pub put: Option<Put<T>>,
-    pub gone: Vec<String>,
+    pub gone: Vec<Key>,
 }
 
 impl<R, T> Written<R, T> {
@@ -113,8 +114,8 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> Versioned<T> {
     }
 
     /// Asks Redis (one read, or none when the near cache holds it); a fault is a Miss.
-    pub async fn lookup(&self, key: &str) -> Lookup<T> {
-        match self.cache.get_entry(self.kind, key).await {
+    pub async fn lookup(&self, key: &Key) -> Lookup<T> {
+        match self.cache.get_entry(key).await {
             Ok(entry) => self.decode(entry),
             Err(_) => {
                 self.cache.stats().fallback(self.kind);
@@ -125,7 +126,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> Versioned<T> {
 
     /// Read-through: Redis, else `load` (the rows' version and the value) from the database and a
     /// fill. A tombstone reads the database too: `load` decides what "gone" means for its rows.
-    pub async fn read<L>(&self, key: &str, ttl: Duration, load: L) -> Result<T, StoreError>
+    pub async fn read<L>(&self, key: &Key, ttl: Duration, load: L) -> Result<T, StoreError>
     where
         L: for<'c> FnOnce(&'c mut Conn) -> ConnFuture<'c, (i64, T)>,
     {
@@ -136,7 +137,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> Versioned<T> {
     }
 
     /// The database read behind a miss, and the fill.
-    pub async fn load<L>(&self, key: &str, ttl: Duration, load: L) -> Result<T, StoreError>
+    pub async fn load<L>(&self, key: &Key, ttl: Duration, load: L) -> Result<T, StoreError>
     where
         L: for<'c> FnOnce(&'c mut Conn) -> ConnFuture<'c, (i64, T)>,
     {
@@ -148,7 +149,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> Versioned<T> {
     }
 
     /// Puts a value read from the database at `version`, unless Redis holds something as new.
-    pub async fn fill(&self, key: &str, version: i64, value: &T, ttl: Duration) -> bool {
+    pub async fn fill(&self, key: &Key, version: i64, value: &T, ttl: Duration) -> bool {
         if !self.cache.enabled() {
             return false;
         }

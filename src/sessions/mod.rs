@@ -19,7 +19,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::{keys, Cache, Kind};
+use crate::cache::keys::Key;
+use crate::cache::{Cache, Kind};
 use crate::services::versioned::{Lookup, Put, Versioned, Written as Cacheable};
 use crate::store::sessions::{Lifetime, SessionRow, Written};
 use crate::store::{self, Db, StoreError};
@@ -139,7 +140,7 @@ impl TieredSessionStore {
         };
         self.sessions
             .fill(
-                &keys::session(id),
+                &Key::session(id),
                 version,
                 &cached,
                 self.ttl_until(expires, now),
@@ -253,7 +254,7 @@ impl TieredSessionStore {
         let now = store::now();
         let limits = self.limits;
         let user = user_of(&state);
-        let key = keys::session(id);
+        let key = Key::session(id);
         let id = id.to_owned();
         let store = self.clone();
         self.sessions
@@ -300,7 +301,7 @@ pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), 
                 Ok(Cacheable {
                     result: (),
                     put: None,
-                    gone: ids.iter().map(|id| keys::session(id)).collect(),
+                    gone: ids.iter().map(|id| Key::session(id)).collect(),
                 })
             })
         })
@@ -310,7 +311,7 @@ pub async fn end_sessions(db: &Db, cache: &Cache, ids: &[String]) -> Result<(), 
 impl SessionStore for TieredSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = session_id(session_key.as_ref());
-        match self.sessions.lookup(&keys::session(&id)).await {
+        match self.sessions.lookup(&Key::session(&id)).await {
             Lookup::Value(cached) => {
                 let now = store::now();
                 // Idle past the timeout, or past the lifetime: the table decides.

@@ -8,29 +8,40 @@ use diesel_async::RunQueryDsl;
 
 use super::schema::cache_outbox;
 use super::{now, Conn, StoreError};
+use crate::cache::keys::Key;
 use crate::run;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = cache_outbox)]
 pub struct OutboxRow {
     pub id: i64,
-    pub cache_key: String,
     pub min_version: i64,
     pub created_at: i64,
+    pub kind: String,
+    pub ident: String,
+}
+
+impl OutboxRow {
+    /// The key the row is about; None for a kind this build does not know.
+    pub fn key(&self) -> Option<Key> {
+        Key::from_parts(&self.kind, &self.ident)
+    }
 }
 
 #[derive(Insertable)]
 #[diesel(table_name = cache_outbox)]
 struct NewOutbox<'a> {
-    cache_key: &'a str,
+    kind: &'a str,
+    ident: &'a str,
     min_version: i64,
     created_at: i64,
 }
 
-/// Records that Redis must not serve `cache_key` below `min_version`; returns the row id.
-pub async fn push(conn: &mut Conn, cache_key: &str, min_version: i64) -> Result<i64, StoreError> {
+/// Records that Redis must not serve `key` below `min_version`; returns the row id.
+pub async fn push(conn: &mut Conn, key: &Key, min_version: i64) -> Result<i64, StoreError> {
     let row = NewOutbox {
-        cache_key,
+        kind: key.kind().label(),
+        ident: key.ident(),
         min_version,
         created_at: now(),
     };

@@ -74,9 +74,10 @@ diesel::table! {
 diesel::table! {
     cache_outbox (id) {
         id -> BigInt,
-        cache_key -> Text,
         min_version -> BigInt,
         created_at -> BigInt,
+        kind -> Text,
+        ident -> Text,
     }
 }
 

@@ -41,7 +41,7 @@ pub async fn delete(
         .platforms
         .write(
             uid,
-            vec![crate::cache::keys::settings(id.get())],
+            vec![crate::cache::keys::Key::settings(id)],
             move |conn| {
                 Box::pin(async move {
                     let deleted = store::platforms::delete(conn, id.get(), uid.get()).await?;
