@@ -138,6 +138,8 @@ pub struct Config {
     pub session_storage: SessionStorage,
     pub secret_key: Option<Secret<Vec<u8>>>,
     pub worker: bool,
+    /// How long a worker holds a run without renewing before another may take it up.
+    pub job_lease: Duration,
     /// HTTP worker threads (FEDIALT_WORKERS; default: the number of cores).
     pub http_workers: usize,
     pub allow_private_network: bool,
@@ -304,6 +306,7 @@ impl Config {
             session_storage,
             secret_key,
             worker: parse_bool(&get, "FEDIALT_WORKER", true)?,
+            job_lease: Duration::from_secs(parse_num(&get, "FEDIALT_JOB_LEASE_SECS", 30, 1, 3600)?),
             http_workers: parse_num(
                 &get,
                 "FEDIALT_WORKERS",

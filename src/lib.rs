@@ -2,12 +2,14 @@
 
 pub mod auth;
 pub mod cache;
+pub mod captioning;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod data_dir;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod keys;
 pub mod memo;
 pub mod platforms;

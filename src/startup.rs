@@ -14,12 +14,15 @@ use anyhow::Context;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
+use crate::captioning::Captioner;
 use crate::config::{Config, SessionStorage};
 use crate::crypto::SecretBox;
+use crate::jobs::{Worker, WorkerConfig};
 use crate::keys::Keys;
 use crate::platforms::guard::AddressPolicy;
 use crate::platforms::InstanceClient;
 use crate::services::platforms::PlatformManager;
+use crate::services::runs::RunService;
 use crate::services::settings::SettingsManager;
 use crate::sessions::TieredSessionStore;
 use crate::state::AppState;
@@ -94,10 +97,13 @@ impl Application {
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let background = db.background();
         // Keeping the Redis copy in step (outbox, breaker recovery) is the web app's own business;
-        // the worker's (today: the housekeeping sweep) runs here unless FEDIALT_WORKER=false.
+        // the worker's (caption runs, the housekeeping sweep) runs here unless FEDIALT_WORKER=false.
         cache.spawn_maintenance(background.clone(), shutdown_rx.clone());
+        let runs = RunService::new(db.clone(), cache.clone());
+        let worker = build_worker(&config, &background, &cache, &runs, &secrets)?;
         if config.worker {
-            crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx);
+            crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx.clone());
+            tokio::spawn(worker.clone().run(shutdown_rx));
         } else {
             tracing::info!("FEDIALT_WORKER=false: no worker in this process; run `fedialt worker`");
         }
@@ -135,6 +141,8 @@ impl Application {
             ),
             instances,
             secrets,
+            runs,
+            worker,
             config,
             db,
             cache,
@@ -197,20 +205,58 @@ impl Application {
     }
 }
 
-/// `fedialt worker`: the background work without the web app. Until the job queue lands, that is
-/// the cache maintenance (outbox drain, Redis recovery) and the housekeeping sweep.
+/// The worker of this process: caption runs, with the instance and model clients it needs.
+fn build_worker(
+    config: &Config,
+    db: &Db,
+    cache: &Cache,
+    runs: &RunService,
+    secrets: &SecretBox,
+) -> anyhow::Result<Worker> {
+    let instances = InstanceClient::new(
+        AddressPolicy {
+            allow_private: config.allow_private_network,
+            exempt: config.allowed_private_addresses.clone(),
+            overrides: config.dns_overrides.clone(),
+        },
+        config.platform_timeout,
+    )
+    .context("could not build the HTTP client")?;
+    let captioner = Captioner::new(config.caption.clone())
+        .context("could not build the model's HTTP client")?;
+    Ok(Worker::new(
+        db.clone(),
+        runs.on(db.clone()),
+        PlatformManager::new(db.clone(), cache.clone()),
+        instances,
+        secrets.clone(),
+        captioner,
+        WorkerConfig {
+            lease: config.job_lease,
+            max_image_bytes: config.max_image_bytes,
+        },
+    ))
+}
+
+/// `fedialt worker`: the background work without the web app: caption runs, the cache
+/// maintenance (outbox drain, Redis recovery) and the housekeeping sweep.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let keys = Keys::load(&config).map_err(anyhow::Error::msg)?;
     let (db, cache) = connect(&config).await?;
-    crate::platforms::connect::reseal_legacy_tokens(&db, &SecretBox::new(&keys.encryption))
+    let secrets = SecretBox::new(&keys.encryption);
+    crate::platforms::connect::reseal_legacy_tokens(&db, &secrets)
         .await
         .context("could not re-seal the stored tokens")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     cache.spawn_maintenance(db.clone(), shutdown_rx.clone());
-    crate::sweep::spawn(db, SWEEP_EVERY, shutdown_rx);
+    crate::sweep::spawn(db.clone(), SWEEP_EVERY, shutdown_rx.clone());
+    let runs = RunService::new(db.clone(), cache.clone());
+    let worker = build_worker(&config, &db, &cache, &runs, &secrets)?;
+    let running = tokio::spawn(worker.run(shutdown_rx));
     tracing::info!("worker running");
     wait_for_signal().await;
     let _ = shutdown.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
     Ok(())
 }
 

@@ -8,9 +8,11 @@ use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::crypto::SecretBox;
+use crate::jobs::Worker;
 use crate::keys::Keys;
 use crate::platforms::InstanceClient;
 use crate::services::platforms::PlatformManager;
+use crate::services::runs::RunService;
 use crate::services::settings::SettingsManager;
 use crate::store::Db;
 
@@ -46,6 +48,9 @@ pub struct AppState {
     pub passwords: crate::auth::password::PasswordChecks,
     pub platforms: PlatformManager,
     pub settings: SettingsManager,
+    pub runs: RunService,
+    /// This process's worker (running unless FEDIALT_WORKER=false; tests may drain it by hand).
+    pub worker: Worker,
     pub instances: InstanceClient,
     pub secrets: SecretBox,
 }

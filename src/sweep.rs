@@ -1,10 +1,14 @@
-//! Housekeeping: expired sessions, old throttle counters, and OAuth connections started but never
-//! answered. (Outbox rows are not swept: each stays until Redis has it.)
+//! Housekeeping: expired sessions, old throttle counters, OAuth connections started but never
+//! answered, and finished runs past their retention. (Outbox rows are not swept: each stays until Redis has it.)
 
 use std::time::Duration;
 
 use crate::cache::keys;
 use crate::store::{self, Db, StoreError};
+
+/// Finished runs are kept this long (each connection's newest run stays regardless); their drafts
+/// stay until they are published or rejected.
+pub const RUN_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
     let now = store::now();
@@ -14,6 +18,7 @@ pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
         store::throttle::delete_older_than(&mut conn, now - keys::THROTTLE_WINDOW.as_secs() as i64)
             .await?;
     store::oauth_pending::delete_older_than(&mut conn, now - 10 * 60).await?;
+    store::runs::delete_finished_before(&mut conn, now - RUN_RETENTION.as_secs() as i64).await?;
     Ok((sessions, throttles))
 }
 

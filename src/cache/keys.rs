@@ -68,9 +68,9 @@ impl Key {
         Key::of(Kind::Settings, &platform_id.to_string())
     }
 
-    /// A run's live progress.
-    pub fn progress(run_id: i64) -> Key {
-        Key::of(Kind::Progress, &run_id.to_string())
+    /// The live progress of a connection's current or last run.
+    pub fn progress(platform_id: PlatformId) -> Key {
+        Key::of(Kind::Progress, &platform_id.to_string())
     }
 
     pub fn throttle(scope: &str) -> Key {
@@ -130,7 +130,7 @@ mod tests {
             Key::session("abc"),
             Key::platforms(UserId(7)),
             Key::settings(PlatformId(9)),
-            Key::progress(11),
+            Key::progress(PlatformId(11)),
             Key::throttle("pair:alice|10.0.0.1"),
         ];
         for key in keys {

@@ -33,6 +33,14 @@ id!(
     /// One of a person's Mastodon or Pixelfed connections (platform_connections.id).
     PlatformId
 );
+id!(
+    /// A caption run (caption_jobs.id).
+    RunId
+);
+id!(
+    /// A drafted description of one image (caption_drafts.id).
+    DraftId
+);
 
 #[cfg(test)]
 mod tests {

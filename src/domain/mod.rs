@@ -7,5 +7,5 @@ pub mod platform;
 
 pub use account::{Email, NewPassword, Username};
 pub use caption_settings::{CaptionSettings, RawSettings};
-pub use ids::{PlatformId, UserId};
+pub use ids::{DraftId, PlatformId, RunId, UserId};
 pub use platform::{is_hidden_control, InstanceUrl, PlatformType};

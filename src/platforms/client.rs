@@ -77,7 +77,7 @@ pub struct Tokens {
 
 #[derive(Clone)]
 pub struct InstanceClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     policy: Arc<AddressPolicy>,
 }
 
@@ -299,7 +299,7 @@ impl InstanceClient {
     }
 }
 
-fn classify(error: reqwest::Error) -> PlatformError {
+pub(crate) fn classify(error: reqwest::Error) -> PlatformError {
     if guard::is_blocked(&error) {
         return PlatformError::PrivateAddress;
     }

@@ -4,5 +4,6 @@
 pub mod client;
 pub mod connect;
 pub mod guard;
+pub mod statuses;
 
 pub use client::{InstanceClient, PlatformError};

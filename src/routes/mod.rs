@@ -11,6 +11,7 @@ pub mod health;
 pub mod home;
 pub mod metrics;
 pub mod platforms;
+pub mod runs;
 
 /// Fixed paths first, then the ones with a parameter: the router tries routes in order, and a
 /// parameterised one costs a pattern match, so the pages people load most never pay for those.
@@ -19,6 +20,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/caption_generation", web::get().to(caption::page::show))
+        .route(
+            "/caption_generation/status",
+            web::get().to(caption::run::status),
+        )
+        .route(
+            "/caption_generation/start",
+            web::post().to(caption::run::start),
+        )
+        .route(
+            "/caption_generation/cancel",
+            web::post().to(caption::run::cancel),
+        )
+        .route("/runs", web::get().to(runs::list))
         .route("/caption_settings", web::get().to(caption::settings::form))
         .route("/caption_settings", web::post().to(caption::settings::save))
         .route(
@@ -71,6 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(platforms::delete::confirm))
                 .route(web::post().to(platforms::delete::delete)),
         )
+        .route("/runs/{id}", web::get().to(runs::show))
         .route(
             "/static/{path:.*}",
             web::get().to(crate::web::assets::serve),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::platforms::{PlatformManager, PlatformRecord};
+use super::runs::{RunService, RunStatus};
 use super::versioned::{Lookup, Put, Versioned, Written};
 use crate::cache::keys::{self, Key};
 use crate::cache::{Cache, Kind};
@@ -45,6 +46,8 @@ pub struct CaptionView {
     pub platforms: Vec<PlatformRecord>,
     pub current: PlatformRecord,
     pub settings: UserSettings,
+    /// The current or last run of the connection, when the caller asked for it.
+    pub run: Option<RunStatus>,
 }
 
 #[derive(Clone)]
@@ -175,12 +178,21 @@ impl SettingsManager {
         &self,
         user_id: UserId,
         chosen: Option<PlatformId>,
+        runs: Option<&RunService>,
     ) -> Result<Option<CaptionView>, StoreError> {
-        let (mut platforms, mut saved) = (None, None);
+        let (mut platforms, mut saved, mut run) = (None, None, None);
         if let Some(pid) = chosen {
-            let wanted = [Key::platforms(user_id), Key::settings(pid)];
+            let mut wanted = vec![Key::platforms(user_id), Key::settings(pid)];
+            if runs.is_some() {
+                wanted.push(Key::progress(pid));
+            }
             match self.settings.cache().get_entries(&wanted).await {
                 Ok(mut entries) => {
+                    if let Some(runs) = runs {
+                        run = runs
+                            .decode(entries.pop().flatten(), user_id)
+                            .map(|status| (pid, status));
+                    }
                     let settings_entry = entries.pop().flatten();
                     platforms = self.platforms.decode_list(entries.pop().flatten());
                     if let Lookup::Value(cached) = self.settings.decode(settings_entry) {
@@ -190,6 +202,9 @@ impl SettingsManager {
                 Err(_) => {
                     self.settings.cache().stats().fallback(Kind::Platform);
                     self.settings.cache().stats().fallback(Kind::Settings);
+                    if runs.is_some() {
+                        self.settings.cache().stats().fallback(Kind::Progress);
+                    }
                 }
             }
         }
@@ -210,11 +225,20 @@ impl SettingsManager {
             _ if Some(current.id) == chosen => self.load_and_fill(current.id).await?,
             _ => self.saved_for(current.id).await?,
         };
+        let run = match (runs, run) {
+            (None, _) => None,
+            (Some(_), Some((pid, status))) if pid == current.id => Some(status),
+            (Some(runs), _) if Some(current.id) == chosen => {
+                Some(runs.load_status(user_id, current.id).await?)
+            }
+            (Some(runs), _) => Some(runs.status(user_id, current.id).await?),
+        };
         let settings = UserSettings::resolve(saved, &current);
         Ok(Some(CaptionView {
             platforms,
             current,
             settings,
+            run,
         }))
     }
 }

@@ -17,11 +17,13 @@ use diesel_async::AsyncPgConnection;
 pub mod breaker;
 pub mod cache_state;
 pub mod caption_settings;
+pub mod drafts;
 pub mod migrate;
 pub mod oauth_apps;
 pub mod oauth_pending;
 pub mod outbox;
 pub mod platforms;
+pub mod runs;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;
@@ -196,6 +198,10 @@ pub struct Conn {
 }
 
 impl Conn {
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
     pub fn watch(&self) -> Watch {
         Watch(self.shared.clone())
     }
@@ -411,6 +417,15 @@ impl Db {
         &self.stats
     }
 
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
+    /// The PostgreSQL URL, for a connection of its own outside the pool (LISTEN).
+    pub fn postgres_url(&self) -> Option<String> {
+        (self.shared.backend == Backend::Postgres).then(|| self.shared.url.clone())
+    }
+
     pub fn breaker(&self) -> &breaker::DbBreaker {
         &self.shared.breaker
     }
@@ -496,6 +511,14 @@ async fn establish_sqlite(url: String, busy_ms: u64) -> diesel::ConnectionResult
     })
     .await
     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?
+}
+
+/// Milliseconds since the Unix epoch (job leases).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch: every timestamp column holds this.

@@ -112,6 +112,58 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    caption_jobs (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        platform_id -> BigInt,
+        state -> Text,
+        settings -> Text,
+        posts_limit -> Integer,
+        posts_scanned -> Integer,
+        posts_seen -> Integer,
+        images_found -> Integer,
+        drafts_made -> Integer,
+        media_skipped -> Integer,
+        images_failed -> Integer,
+        step -> Text,
+        error -> Nullable<Text>,
+        resume_after -> Nullable<Text>,
+        attempts -> Integer,
+        run_after -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> Nullable<BigInt>,
+        version -> BigInt,
+        created_at -> BigInt,
+        started_at -> Nullable<BigInt>,
+        finished_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    caption_drafts (id) {
+        id -> BigInt,
+        run_id -> Nullable<BigInt>,
+        user_id -> BigInt,
+        platform_id -> BigInt,
+        status_id -> Text,
+        status_url -> Text,
+        media_id -> Text,
+        preview_url -> Text,
+        image_url -> Text,
+        post_text -> Text,
+        language -> Nullable<Text>,
+        alt_text -> Text,
+        model -> Text,
+        state -> Text,
+        edited -> Bool,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(caption_settings -> platform_connections (platform_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -119,5 +171,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     cache_outbox,
     login_throttle,
-    cache_state
+    cache_state,
+    caption_jobs,
+    caption_drafts,
+    platform_connections
 );

@@ -7,6 +7,8 @@
 //! The library also marks the cookie Secure always, so on plain http (a LAN address) a browser or
 //! any cookie jar that honours Secure drops it and the message never shows. Here the cookie is
 //! Secure exactly when the session cookie is: when FEDIALT_PUBLIC_URL is https.
+//!
+//! JSON routes (the status poll) leave the cookie as it is: they show no messages.
 
 use actix_web::cookie::Cookie;
 use actix_web::dev::ResponseHead;
@@ -84,7 +86,10 @@ impl FlashMessageStore for QuietCookieStore {
         request: HttpRequest,
         response: &mut ResponseHead,
     ) -> Result<(), StoreError> {
-        if messages.is_empty() && request.cookie(FLASH_COOKIE).is_none() {
+        // A JSON call never shows messages, so it leaves them for the next page: the progress
+        // bar's polling must not eat the message a form just left.
+        let shows_none = crate::auth::user::wants_json(&request);
+        if messages.is_empty() && (request.cookie(FLASH_COOKIE).is_none() || shows_none) {
             return Ok(());
         }
         self.inner.store(messages, request, response)?;

@@ -97,8 +97,12 @@ async fn page_shows_the_account_and_settings_in_plain_words(b: Backend) {
     );
     assert!(body.contains("<strong>1 second</strong>"));
     assert!(
-        body.contains("disabled aria-describedby=\"start-note\""),
-        "Start shown disabled, with a note"
+        body.contains("No run yet for this account"),
+        "the empty state says what a run does"
+    );
+    assert!(
+        body.contains("<button type=\"submit\">Start a run</button>"),
+        "Start is there and enabled"
     );
     assert!(body.contains("href=\"/caption_settings\""));
 }

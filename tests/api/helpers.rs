@@ -616,9 +616,18 @@ impl TestApp {
         client: &reqwest::Client,
         username: &str,
     ) -> (crate::fakes::instance::FakeInstance, i64) {
-        let fake =
-            crate::fakes::instance::FakeInstance::start(crate::fakes::instance::Flavor::Mastodon)
-                .await;
+        self.connect_flavor_with(client, username, crate::fakes::instance::Flavor::Mastodon)
+            .await
+    }
+
+    /// Connects a fresh account on a new fake instance of the given flavor.
+    pub async fn connect_flavor_with(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        flavor: crate::fakes::instance::Flavor,
+    ) -> (crate::fakes::instance::FakeInstance, i64) {
+        let fake = crate::fakes::instance::FakeInstance::start(flavor).await;
         let token = format!("token-{username}-{}", random_suffix());
         fake.add_account(&token, username);
         let csrf = self.csrf_with(client).await;

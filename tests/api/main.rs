@@ -16,4 +16,5 @@ mod migrations;
 mod near_cache;
 mod platforms;
 mod redis_resilience;
+mod runs;
 mod services;

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod page;
+pub mod run;
 pub mod settings;
 
 use crate::sessions::TypedSession;
@@ -17,9 +18,11 @@ pub async fn view_or_redirect(
     state: &AppState,
     session: &TypedSession,
     user_id: crate::domain::UserId,
+    with_run: bool,
 ) -> Result<CaptionView, AppError> {
     let chosen = session.current_platform();
-    let Some(view) = state.settings.caption_view(user_id, chosen).await? else {
+    let runs = with_run.then_some(&state.runs);
+    let Some(view) = state.settings.caption_view(user_id, chosen, runs).await? else {
         FlashMessage::info("Connect a Mastodon or Pixelfed account first: fedialt describes the images posted there.").send();
         return Err(AppError::Redirect("/platforms".into()));
     };

@@ -9,6 +9,7 @@ use actix_web_flash_messages::IncomingFlashMessages;
 use super::view_or_redirect;
 use crate::auth::CurrentUser;
 use crate::routes::error::AppError;
+use crate::services::runs::RunStatus;
 use crate::state::AppState;
 use crate::web::page::Page;
 
@@ -18,9 +19,19 @@ pub async fn show(
     session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let view = view_or_redirect(&state, &session, user.uid).await?;
+    let view = view_or_redirect(&state, &session, user.uid, true).await?;
     let s = &view.settings.settings;
+    let run = view.run.clone().unwrap_or_else(RunStatus::none);
+    let bar_max = if run.state == "none" {
+        s.max_posts_per_run as i32
+    } else {
+        run.posts_limit.max(1)
+    };
     Page::new("Caption generation", Some(&user), Some(&flashes))
+        .with("state_text", &state_text(&run.state))
+        .with("active", &run.is_active())
+        .with("bar_max", &bar_max)
+        .with("run", &run)
         .with("platform", &view.current)
         .with("handle", &view.current.handle())
         .with("platform_type", &view.current.platform_type.label())
@@ -29,6 +40,18 @@ pub async fn show(
         .with("saved", &view.settings.saved)
         .with("delay", &format_seconds(s.processing_delay))
         .render("caption/generation.html")
+}
+
+/// A run's state in words.
+pub fn state_text(state: &str) -> &'static str {
+    match state {
+        "queued" => "Waiting to start",
+        "running" => "Running",
+        "completed" => "Finished",
+        "failed" => "Stopped with an error",
+        "cancelled" => "Cancelled",
+        _ => "No run yet",
+    }
 }
 
 /// "1 second", "0.5 seconds", "no pause".

@@ -91,7 +91,7 @@ pub async fn form(
     session: TypedSession,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
-    let view = view_or_redirect(&state, &session, user.uid).await?;
+    let view = view_or_redirect(&state, &session, user.uid, false).await?;
     let values = RawSettings::from_settings(&view.settings.settings);
     render(&user, &view, Some(&flashes), StatusCode::OK, &values, &[])
 }
@@ -103,7 +103,7 @@ pub async fn save(
     form: web::Form<SettingsForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
-    let view = view_or_redirect(&state, &session, user.uid).await?;
+    let view = view_or_redirect(&state, &session, user.uid, false).await?;
     let limit = view.current.description_limit.max(0) as u32;
     let settings = match form.raw.parse(limit) {
         Ok(settings) => settings,

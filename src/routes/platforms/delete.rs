@@ -41,7 +41,11 @@ pub async fn delete(
         .platforms
         .write(
             uid,
-            vec![crate::cache::keys::Key::settings(id)],
+            // Its settings and its runs' progress go with it (the runs and drafts by cascade).
+            vec![
+                crate::cache::keys::Key::settings(id),
+                crate::cache::keys::Key::progress(id),
+            ],
             move |conn| {
                 Box::pin(async move {
                     let deleted = store::platforms::delete(conn, id.get(), uid.get()).await?;

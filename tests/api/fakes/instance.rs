@@ -51,6 +51,82 @@ pub struct FakeState {
     pub token_calls: usize,
     /// Overrides the account fields verify_credentials sends (display_name, acct).
     pub account_override: Option<(String, String)>,
+    /// The account's posts, newest first (every account on the instance shares them).
+    pub posts: Vec<FakePost>,
+    /// The query string of every statuses request, in order.
+    pub statuses_queries: Vec<String>,
+    /// Posts per page when the request asks for more (Mastodon's limit is 40).
+    pub page_size: usize,
+    /// Answer the next statuses requests with 429 (Retry-After this many seconds), this often.
+    pub rate_limit: Option<(u64, usize)>,
+    /// Send `X-RateLimit-Remaining: 0` with a reset this many seconds ahead on statuses answers.
+    pub exhaust_rate_limit: Option<u64>,
+    /// Ignore exclude_reblogs (not every instance honours it).
+    pub ignore_exclude_reblogs: bool,
+    /// Image downloads per media id.
+    pub image_calls: HashMap<String, usize>,
+    /// When the statuses and image requests arrived.
+    pub request_times: Vec<(String, std::time::Instant)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeMedia {
+    pub id: String,
+    pub kind: &'static str,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakePost {
+    pub id: u64,
+    pub content: String,
+    pub language: Option<String>,
+    pub reblog: bool,
+    pub reply: bool,
+    pub media: Vec<FakeMedia>,
+}
+
+impl FakePost {
+    /// A post with one undescribed image per media id given.
+    pub fn images(id: u64, media: &[&str]) -> FakePost {
+        FakePost {
+            id,
+            content: format!("<p>Post {id} &amp; friends</p>"),
+            language: Some("en".into()),
+            reblog: false,
+            reply: false,
+            media: media
+                .iter()
+                .map(|m| FakeMedia {
+                    id: (*m).to_owned(),
+                    kind: "image",
+                    description: None,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn with_media(
+        mut self,
+        id: &str,
+        kind: &'static str,
+        description: Option<&str>,
+    ) -> FakePost {
+        self.media.push(FakeMedia {
+            id: id.to_owned(),
+            kind,
+            description: description.map(str::to_owned),
+        });
+        self
+    }
+}
+
+/// The bytes the fake serves for a media id's image: the model fake reads the id back from them.
+pub fn image_bytes(media_id: &str) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(format!("fake-image:{media_id}:").as_bytes());
+    bytes.extend(std::iter::repeat_n(b'x', 2048));
+    bytes
 }
 
 pub struct FakeInstance {
@@ -81,6 +157,7 @@ impl FakeInstance {
             } else {
                 None
             },
+            page_size: 40,
             ..FakeState::default()
         }));
         let shared = web::Data::new(Shared {
@@ -99,6 +176,8 @@ impl FakeInstance {
                     web::get().to(verify_credentials),
                 )
                 .route("/api/v1/apps", web::post().to(register_app))
+                .route("/api/v1/accounts/{id}/statuses", web::get().to(statuses))
+                .route("/media/{file}", web::get().to(media_file))
                 .route("/oauth/authorize", web::get().to(authorize))
                 .route("/oauth/token", web::post().to(token))
                 .default_service(web::to(fallback))
@@ -351,4 +430,153 @@ async fn token(shared: web::Data<Shared>, form: web::Form<TokenForm>) -> HttpRes
             "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."
         })),
     }
+}
+
+#[derive(Deserialize)]
+struct StatusesQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    max_id: Option<u64>,
+    #[serde(default)]
+    only_media: Option<bool>,
+    #[serde(default)]
+    exclude_reblogs: Option<bool>,
+}
+
+fn post_json(base: &str, username: &str, post: &FakePost) -> serde_json::Value {
+    let media: Vec<serde_json::Value> = post
+        .media
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id, "type": m.kind,
+                "url": format!("{base}/media/{}.png", m.id),
+                "preview_url": format!("{base}/media/{}_small.png", m.id),
+                "remote_url": null, "preview_remote_url": null, "text_url": null,
+                "meta": {"original": {"width": 640, "height": 480}},
+                "description": m.description, "blurhash": "UFGb?V00~q%M"
+            })
+        })
+        .collect();
+    let url = format!("{base}/@{username}/{}", post.id);
+    let status = json!({
+        "id": post.id.to_string(), "created_at": "2026-11-01T10:00:00.000Z",
+        "in_reply_to_id": if post.reply { json!("1") } else { json!(null) },
+        "in_reply_to_account_id": null, "sensitive": false, "spoiler_text": "",
+        "visibility": "public", "language": post.language, "uri": url.clone(), "url": url,
+        "replies_count": 0, "reblogs_count": 0, "favourites_count": 0,
+        "content": post.content, "reblog": null, "media_attachments": media,
+        "mentions": [], "tags": [], "emojis": [], "card": null, "poll": null
+    });
+    if post.reblog {
+        let mut outer = json!({
+            "id": post.id.to_string(), "created_at": "2026-11-01T10:00:00.000Z",
+            "in_reply_to_id": null, "sensitive": false, "spoiler_text": "",
+            "visibility": "public", "language": null, "uri": format!("{base}/reblog/{}", post.id),
+            "url": null, "content": "", "media_attachments": [], "mentions": [], "tags": []
+        });
+        outer["reblog"] = status;
+        return outer;
+    }
+    status
+}
+
+/// GET /api/v1/accounts/:id/statuses, newest first, paged by max_id, with Mastodon's Link header
+/// (Pixelfed sends none).
+async fn statuses(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    query: web::Query<StatusesQuery>,
+) -> HttpResponse {
+    let base = format!("http://{}", req.connection_info().host());
+    let mut state = shared.state.lock().unwrap();
+    state.statuses_queries.push(req.query_string().to_owned());
+    state
+        .request_times
+        .push(("statuses".into(), std::time::Instant::now()));
+    let Some(account) = bearer(&req).and_then(|t| state.accounts.get(&t).cloned()) else {
+        return HttpResponse::Unauthorized().json(json!({"error": "The access token is invalid"}));
+    };
+    if let Some((seconds, times)) = state.rate_limit {
+        if times > 0 {
+            state.rate_limit = (times > 1).then_some((seconds, times - 1));
+            let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds as i64);
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", seconds.to_string()))
+                .insert_header(("X-RateLimit-Limit", "300"))
+                .insert_header(("X-RateLimit-Remaining", "0"))
+                .insert_header((
+                    "X-RateLimit-Reset",
+                    reset
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap(),
+                ))
+                .json(json!({"error": "Too many requests"}));
+        }
+    }
+    let limit = query.limit.unwrap_or(20).min(40).min(state.page_size);
+    let exclude_reblogs = query.exclude_reblogs.unwrap_or(false) && !state.ignore_exclude_reblogs;
+    let only_media = query.only_media.unwrap_or(false);
+    let page: Vec<FakePost> = state
+        .posts
+        .iter()
+        .filter(|p| query.max_id.is_none_or(|max| p.id < max))
+        .filter(|p| !(exclude_reblogs && p.reblog))
+        .filter(|p| !only_media || !p.media.is_empty())
+        .take(limit)
+        .cloned()
+        .collect();
+    let body: Vec<serde_json::Value> = page
+        .iter()
+        .map(|p| post_json(&base, &account.username, p))
+        .collect();
+    let mut response = HttpResponse::Ok();
+    if let Some(reset_in) = state.exhaust_rate_limit {
+        let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(reset_in as i64);
+        response
+            .insert_header(("X-RateLimit-Limit", "300"))
+            .insert_header(("X-RateLimit-Remaining", "0"))
+            .insert_header((
+                "X-RateLimit-Reset",
+                reset
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            ));
+    }
+    if shared.flavor == Flavor::Mastodon {
+        if let (Some(first), Some(last)) = (page.first(), page.last()) {
+            let path = req.path();
+            response.insert_header((
+                "Link",
+                format!(
+                    "<{base}{path}?limit={limit}&max_id={}&only_media={only_media}&exclude_reblogs={}>; rel=\"next\", \
+                     <{base}{path}?limit={limit}&min_id={}&only_media={only_media}>; rel=\"prev\"",
+                    last.id,
+                    query.exclude_reblogs.unwrap_or(false),
+                    first.id
+                ),
+            ));
+        }
+    }
+    response.json(body)
+}
+
+/// The images (originals and previews) the posts point at.
+async fn media_file(shared: web::Data<Shared>, path: web::Path<String>) -> HttpResponse {
+    let file = path.into_inner();
+    let id = file
+        .trim_end_matches(".png")
+        .trim_end_matches("_small")
+        .to_owned();
+    let mut state = shared.state.lock().unwrap();
+    if !file.contains("_small") {
+        *state.image_calls.entry(id.clone()).or_default() += 1;
+        state
+            .request_times
+            .push((format!("image:{id}"), std::time::Instant::now()));
+    }
+    HttpResponse::Ok()
+        .content_type("image/png")
+        .body(image_bytes(&id))
 }

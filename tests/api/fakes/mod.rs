@@ -1,3 +1,4 @@
-//! Fake servers for what the tests cannot run: a Mastodon or Pixelfed instance.
+//! Fake servers for what the tests cannot run: a Mastodon or Pixelfed instance, a vision model.
 
 pub mod instance;
+pub mod model;

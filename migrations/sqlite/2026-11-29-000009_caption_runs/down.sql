@@ -1,0 +1,2 @@
+DROP TABLE caption_drafts;
+DROP TABLE caption_jobs;

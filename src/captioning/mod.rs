@@ -1,0 +1,202 @@
+//! The vision model: Ollama (`POST {base}/api/chat`, the image as bare base64, stream false) or an
+//! OpenAI-compatible chat completions endpoint (`POST {base}/chat/completions`, the image as a data
+//! URL). Transient failures (no connection, a timeout, a 5xx) are retried with backoff; a 4xx is
+//! the model server refusing the request and is not.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::config::{CaptionBackend, CaptionConfig};
+use crate::domain::CaptionSettings;
+
+pub mod prompt;
+
+/// Tries of one model call before the image is marked failed.
+const TRIES: u32 = 3;
+const MAX_ANSWER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    /// Worth another try: no connection, a timeout, a 5xx.
+    #[error("{0}")]
+    Transient(String),
+    /// The model server refused the request (4xx), or answered with something unusable.
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[derive(Clone)]
+pub struct Captioner {
+    http: reqwest::Client,
+    config: CaptionConfig,
+    backoff: Duration,
+}
+
+impl Captioner {
+    pub fn new(config: CaptionConfig) -> Result<Captioner, reqwest::Error> {
+        // The model's address is the admin's configuration, not user input: no private-address
+        // guard (Ollama usually runs on localhost), and no proxy from the environment.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .timeout(config.timeout)
+            .user_agent(concat!("fedialt/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Captioner {
+            http,
+            config,
+            backoff: Duration::from_millis(500),
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency.max(1) as usize
+    }
+
+    /// A description of `image` for a post in `language` with `post_text`, within the settings'
+    /// lengths (already clamped to the instance's limit); cleaned and cut to fit.
+    pub async fn describe(
+        &self,
+        image: &[u8],
+        settings: &CaptionSettings,
+        post_text: &str,
+        language: Option<&str>,
+    ) -> Result<String, ModelError> {
+        let prompt = prompt::build(settings, post_text, language);
+        let encoded = STANDARD.encode(image);
+        let mut wait = self.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.call(&prompt, &encoded).await {
+                Ok(text) => {
+                    let cleaned = prompt::clean(&text, settings.max_caption_length as usize);
+                    if cleaned.is_empty() {
+                        return Err(ModelError::Refused(
+                            "the model answered with no description".into(),
+                        ));
+                    }
+                    return Ok(cleaned);
+                }
+                Err(ModelError::Transient(reason)) if attempt < TRIES => {
+                    tracing::info!(attempt, reason = %reason, "model call failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn call(&self, prompt: &str, image_b64: &str) -> Result<String, ModelError> {
+        let base = self.config.base_url.as_str().trim_end_matches('/');
+        let (url, body) = match self.config.backend {
+            CaptionBackend::Ollama => (
+                format!("{base}/api/chat"),
+                json!({
+                    "model": self.config.model,
+                    "stream": false,
+                    "messages": [{"role": "user", "content": prompt, "images": [image_b64]}],
+                }),
+            ),
+            CaptionBackend::OpenAi => (
+                format!("{base}/chat/completions"),
+                json!({
+                    "model": self.config.model,
+                    "messages": [{"role": "user", "content": [
+                        {"type": "text", "text": prompt},
+                        {"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{image_b64}")}},
+                    ]}],
+                }),
+            ),
+        };
+        let mut request = self.http.post(&url).json(&body);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let mut response = request.send().await.map_err(|e| {
+            ModelError::Transient(if e.is_timeout() {
+                format!(
+                    "the model did not answer within {} s",
+                    self.config.timeout.as_secs()
+                )
+            } else if e.is_connect() {
+                "the model server could not be reached".into()
+            } else {
+                "the request to the model server failed".into()
+            })
+        })?;
+        let status = response.status().as_u16();
+        let mut raw = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    raw.extend_from_slice(&chunk);
+                    if raw.len() > MAX_ANSWER {
+                        return Err(ModelError::Refused("the model's answer is too long".into()));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(ModelError::Transient(format!(
+                        "the model did not answer within {} s",
+                        self.config.timeout.as_secs()
+                    )))
+                }
+                Err(_) => {
+                    return Err(ModelError::Transient(
+                        "the model server closed the connection".into(),
+                    ))
+                }
+            }
+        }
+        let answer: Option<Value> = serde_json::from_slice(&raw).ok();
+        let said = answer
+            .as_ref()
+            .and_then(|v| v.get("error"))
+            .map(|e| match e {
+                Value::String(s) => s.clone(),
+                other => other
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            })
+            .map(|s| s.chars().take(200).collect::<String>());
+        match status {
+            200..=299 => {}
+            500..=599 => {
+                return Err(ModelError::Transient(match said {
+                    Some(s) if !s.is_empty() => {
+                        format!("the model server failed (HTTP {status}): {s}")
+                    }
+                    _ => format!("the model server failed (HTTP {status})"),
+                }))
+            }
+            _ => {
+                return Err(ModelError::Refused(match said {
+                    Some(s) if !s.is_empty() => {
+                        format!("the model server refused the image (HTTP {status}): {s}")
+                    }
+                    _ => format!("the model server refused the image (HTTP {status})"),
+                }))
+            }
+        }
+        let text = answer.as_ref().and_then(|v| match self.config.backend {
+            CaptionBackend::Ollama => v.pointer("/message/content"),
+            CaptionBackend::OpenAi => v.pointer("/choices/0/message/content"),
+        });
+        text.and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ModelError::Refused("the model server's answer had no description in it".into())
+            })
+    }
+}

@@ -1,0 +1,105 @@
+//! What the model is asked, and how its answer is made fit to publish: alt-text practice (what
+//! matters, visible text transcribed, no "image of", no guesses about who people are, only the
+//! description, in the post's language) within the person's length budget.
+
+use crate::domain::CaptionSettings;
+
+/// The post's text given as context is cut to this many characters.
+const CONTEXT_CHARS: usize = 500;
+
+pub fn build(settings: &CaptionSettings, post_text: &str, language: Option<&str>) -> String {
+    let mut prompt = format!(
+        "Write alt text for this image, for people who use screen readers. Describe what matters \
+         in the image and transcribe any text that is visible in it. Do not begin with \"Image of\", \
+         \"Picture of\" or \"Photo of\", and do not guess who people are. Aim for {} to {} \
+         characters, and never write more than {}. Reply with the description only.",
+        settings.optimal_min_length, settings.optimal_max_length, settings.max_caption_length
+    );
+    if let Some(language) = language {
+        prompt.push_str(&format!(
+            " Write it in the language with the code \"{language}\"."
+        ));
+    }
+    let context: String = post_text.chars().take(CONTEXT_CHARS).collect();
+    if !context.trim().is_empty() {
+        prompt.push_str("\n\nThe post the image belongs to says:\n");
+        prompt.push_str(&context);
+    }
+    prompt
+}
+
+/// The model's answer as a description: preambles, quotes, markdown and extra whitespace gone,
+/// and cut at a sentence or word boundary to at most `max` characters (Unicode scalar values).
+pub fn clean(answer: &str, max: usize) -> String {
+    let mut text = answer.trim();
+    for preamble in [
+        "alt text:",
+        "alt-text:",
+        "description:",
+        "here is the alt text:",
+        "here's the alt text:",
+    ] {
+        if text.len() >= preamble.len()
+            && text.is_char_boundary(preamble.len())
+            && text[..preamble.len()].eq_ignore_ascii_case(preamble)
+        {
+            text = text[preamble.len()..].trim_start();
+        }
+    }
+    let text: String = text
+        .chars()
+        .filter(|c| !matches!(c, '*' | '`' | '#'))
+        .collect();
+    let text = text
+        .trim()
+        .trim_matches(|c| matches!(c, '"' | '\u{201c}' | '\u{201d}' | '\''))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    cut(&text, max)
+}
+
+/// At most `max` characters: the longest run of whole sentences that fits, else whole words.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(max).collect();
+    if let Some(end) = head.rfind(['.', '!', '?']) {
+        if end > 0 {
+            return head[..=end].to_owned();
+        }
+    }
+    match head.rfind(' ') {
+        Some(space) if space > 0 => head[..space].trim_end().to_owned(),
+        _ => head,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_cleaned_and_cut_to_fit() {
+        assert_eq!(
+            clean("  Alt text: **\"A red fox in snow.\"**  ", 100),
+            "A red fox in snow."
+        );
+        assert_eq!(
+            clean("A fox. It sits in the snow and looks up.", 20),
+            "A fox."
+        );
+        assert_eq!(clean("one two three four", 12), "one two");
+        assert_eq!(clean("éééé ééé", 6).chars().count(), 4);
+    }
+
+    #[test]
+    fn the_prompt_carries_the_budget_language_and_post() {
+        let settings = CaptionSettings::defaults();
+        let prompt = build(&settings, "At the beach", Some("de"));
+        assert!(prompt.contains("80 to 200"));
+        assert!(prompt.contains("\"de\""));
+        assert!(prompt.contains("At the beach"));
+    }
+}

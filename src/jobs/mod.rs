@@ -1,0 +1,205 @@
+//! The worker: claims caption runs from the database and carries them out. Any number of workers,
+//! in any number of processes on any number of machines, share one database: a run is claimed by
+//! one of them (store::runs::claim), held with a lease the worker renews, and taken over by another
+//! worker when the lease runs out (the run goes on from its last finished post).
+//!
+//! - A worker carries several runs at once; their model calls share CAPTION_CONCURRENCY slots,
+//!   handed out first come, first served, so a long run does not hold back a short one.
+//! - A new run wakes an idle worker at once: in this process through a `Notify`, in others through
+//!   PostgreSQL's LISTEN/NOTIFY; a poll every few seconds is the fallback (SQLite across
+//!   processes, a lost notification).
+//! - Cancelling or losing a run stops it within `CHECK_EVERY`: what it is waiting for (an
+//!   instance, the model, a pause) is dropped. A database statement is never dropped halfway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::captioning::Captioner;
+use crate::crypto::SecretBox;
+use crate::platforms::InstanceClient;
+use crate::services::platforms::PlatformManager;
+use crate::services::runs::RunService;
+use crate::store::{self, Db};
+
+mod caption;
+
+/// How often a running run checks that it is still its worker's (a cancel from another process
+/// reaches it within this).
+const CHECK_EVERY: Duration = Duration::from_millis(400);
+/// How often an idle worker looks for work without being woken.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Tries of a run that fails for a passing reason (the instance away) before it is failed.
+const MAX_ATTEMPTS: i32 = 5;
+/// The PostgreSQL channel a new run is announced on.
+const CHANNEL: &str = "fedialt_jobs";
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub lease: Duration,
+    pub max_image_bytes: u64,
+}
+
+struct Inner {
+    id: String,
+    db: Db,
+    runs: RunService,
+    platforms: PlatformManager,
+    instances: InstanceClient,
+    secrets: SecretBox,
+    captioner: Captioner,
+    /// The model calls this worker makes at once.
+    slots: Semaphore,
+    max_runs: usize,
+    config: WorkerConfig,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub fn new(
+        db: Db,
+        runs: RunService,
+        platforms: PlatformManager,
+        instances: InstanceClient,
+        secrets: SecretBox,
+        captioner: Captioner,
+        config: WorkerConfig,
+    ) -> Worker {
+        let concurrency = captioner.concurrency();
+        let id = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                db,
+                runs,
+                platforms,
+                instances,
+                secrets,
+                slots: Semaphore::new(concurrency),
+                // Enough runs at once to keep every slot busy while others read their instance
+                // or pause between posts.
+                max_runs: (concurrency * 4).max(4),
+                captioner,
+                config,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Runs until `shutdown`; then stops its runs (they go back to the queue, where another worker
+    /// takes them up) and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let wake = self.inner.runs.wake.clone();
+        listen_for_jobs(&self.inner.db, wake.clone(), shutdown.clone());
+        let mut tasks = JoinSet::new();
+        tracing::info!(worker = %self.inner.id, "worker started");
+        loop {
+            while tasks.len() < self.inner.max_runs {
+                match self
+                    .inner
+                    .runs
+                    .claim(&self.inner.id, self.inner.config.lease)
+                    .await
+                {
+                    Ok(Some(row)) => {
+                        let worker = self.clone();
+                        tasks.spawn(async move { worker.execute(row).await });
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "could not look for work");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.inner.runs.stops.stop_all();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(worker = %self.inner.id, "worker stopped");
+    }
+
+    /// Carries out every run that is due, one after another, until none is left (tests).
+    pub async fn drain(&self) -> usize {
+        let mut done = 0;
+        while let Ok(Some(row)) = self
+            .inner
+            .runs
+            .claim(&self.inner.id, self.inner.config.lease)
+            .await
+        {
+            self.clone().execute(row).await;
+            done += 1;
+        }
+        done
+    }
+}
+
+/// Announces a new run to workers in other processes (PostgreSQL); best effort, since they also
+/// poll.
+pub async fn signal_new_job(db: &Db) {
+    if db.backend() != store::Backend::Postgres {
+        return;
+    }
+    if let Ok(mut conn) = db.conn().await {
+        use diesel_async::RunQueryDsl;
+        let _ = crate::run!(&mut conn, |c| diesel::sql_query(format!(
+            "NOTIFY {CHANNEL}"
+        ))
+        .execute(c)
+        .await);
+    }
+}
+
+/// On PostgreSQL: a connection of its own that LISTENs for new runs and wakes the worker. It
+/// reconnects after a failure; the poll covers the gap.
+fn listen_for_jobs(db: &Db, wake: Arc<tokio::sync::Notify>, mut shutdown: watch::Receiver<bool>) {
+    let Some(url) = db.postgres_url() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        use futures_util::StreamExt;
+        loop {
+            let listened = async {
+                let mut conn = AsyncPgConnection::establish(&url).await.ok()?;
+                diesel::sql_query(format!("LISTEN {CHANNEL}"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
+                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                while let Some(Ok(_)) = notifications.next().await {
+                    wake.notify_one();
+                }
+                Some(())
+            };
+            tokio::select! {
+                _ = listened => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,117 @@
+//! GET /runs (a person's runs, newest first) and GET /runs/{id} (one run and its drafts; read-only
+//! until reviewing lands).
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::IncomingFlashMessages;
+use serde::Serialize;
+
+use crate::auth::CurrentUser;
+use crate::domain::RunId;
+use crate::routes::caption::page::state_text;
+use crate::routes::error::AppError;
+use crate::state::AppState;
+use crate::store::runs::RunRow;
+use crate::web::page::Page;
+
+#[derive(Serialize)]
+struct RunItem {
+    id: i64,
+    account: String,
+    state: String,
+    state_text: &'static str,
+    started: String,
+    posts_scanned: i32,
+    posts_limit: i32,
+    images_found: i32,
+    drafts_made: i32,
+    images_failed: i32,
+    media_skipped: i32,
+    step: String,
+    error: Option<String>,
+}
+
+/// "2026-11-29 14:05 UTC"
+fn when(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn item(row: &RunRow, accounts: &HashMap<i64, String>) -> RunItem {
+    RunItem {
+        id: row.id,
+        account: accounts
+            .get(&row.platform_id)
+            .cloned()
+            .unwrap_or_else(|| "a removed account".into()),
+        state: row.state.clone(),
+        state_text: state_text(&row.state),
+        started: when(row.created_at),
+        posts_scanned: row.posts_scanned,
+        posts_limit: row.posts_limit,
+        images_found: row.images_found,
+        drafts_made: row.drafts_made,
+        images_failed: row.images_failed,
+        media_skipped: row.media_skipped,
+        step: row.step.clone(),
+        error: row.error.clone(),
+    }
+}
+
+async fn accounts(state: &AppState, user: &CurrentUser) -> Result<HashMap<i64, String>, AppError> {
+    Ok(state
+        .platforms
+        .list(user.uid)
+        .await?
+        .into_iter()
+        .map(|p| (p.id.get(), p.handle()))
+        .collect())
+}
+
+pub async fn list(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let accounts = accounts(&state, &user).await?;
+    let runs: Vec<RunItem> = state
+        .runs
+        .list(user.uid)
+        .await?
+        .iter()
+        .map(|r| item(r, &accounts))
+        .collect();
+    Page::new("Runs", Some(&user), Some(&flashes))
+        .with("runs", &runs)
+        .with("has_accounts", &!accounts.is_empty())
+        .render("runs/list.html")
+}
+
+pub async fn show(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<RunId>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let Some((row, drafts)) = state.runs.detail(user.uid, path.into_inner()).await? else {
+        return Err(AppError::NotFound);
+    };
+    let accounts = accounts(&state, &user).await?;
+    let run = item(&row, &accounts);
+    Page::new(&format!("Run {}", row.id), Some(&user), Some(&flashes))
+        .with("run", &run)
+        .with(
+            "active",
+            &matches!(row.state.as_str(), "queued" | "running"),
+        )
+        .with("drafts", &drafts)
+        .render("runs/show.html")
+}
