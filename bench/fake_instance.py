@@ -1,37 +1,129 @@
 #!/usr/bin/env python3
-"""A minimal fake Mastodon instance for the benchmark: enough of the client API to connect an
-account (instance info and verify_credentials). The benchmark never calls it on the measured path."""
-import json
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+"""A fake Mastodon instance and a fake Ollama in one small server, for the benchmarks and for trying
+fedialt by hand without a real instance or model.
 
+    python3 bench/fake_instance.py PORT [TOKEN] [POSTS]
+
+Mastodon side (http://127.0.0.1:PORT): instance info, verify_credentials for TOKEN (default
+bench-token), the account's statuses (POSTS posts, default 50, newest first, one undescribed image
+each; every 5th post also has a described image and a video), paged by max_id with Mastodon's Link
+header, and the images themselves. Ollama side (CAPTION_BASE_URL=http://127.0.0.1:PORT): POST
+/api/chat answers at once (MODEL_DELAY_MS=… to make it slow). GET /stats gives the counts.
+"""
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+PORT = int(sys.argv[1])
 TOKEN = sys.argv[2] if len(sys.argv) > 2 else "bench-token"
+POSTS = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+MODEL_DELAY = float(os.environ.get("MODEL_DELAY_MS", "0")) / 1000
+BASE = f"http://127.0.0.1:{PORT}"
+IMAGE = b"\x89PNG\r\n\x1a\n" + b"x" * 4096
+LOCK = threading.Lock()
+STATS = {"model_calls": 0, "statuses_calls": 0, "image_calls": 0, "model_calls_per_image": {}}
+
+
+def post(i):
+    pid = 100000 + i
+    media = [{"id": f"m{pid}", "type": "image", "url": f"{BASE}/media/m{pid}.png",
+              "preview_url": f"{BASE}/media/m{pid}_small.png", "description": None}]
+    if i % 5 == 0:
+        media.append({"id": f"d{pid}", "type": "image", "url": f"{BASE}/media/d{pid}.png",
+                      "preview_url": f"{BASE}/media/d{pid}_small.png", "description": "Already described"})
+        media.append({"id": f"v{pid}", "type": "video", "url": f"{BASE}/media/v{pid}.mp4",
+                      "preview_url": f"{BASE}/media/v{pid}_small.png", "description": None})
+    return {"id": str(pid), "url": f"{BASE}/@bench/{pid}", "uri": f"{BASE}/@bench/{pid}",
+            "content": f"<p>Bench post {i}</p>", "language": "en", "reblog": None,
+            "media_attachments": media}
+
+
+# Newest first: the highest id first.
+TIMELINE = [post(i) for i in range(POSTS, 0, -1)]
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def log_message(self, *args):
         pass
 
-    def send_json(self, status, body):
+    def send_json(self, status, body, headers=()):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in headers:
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
+    def authorized(self):
+        return self.headers.get("Authorization") == f"Bearer {TOKEN}"
+
     def do_GET(self):
-        if self.path == "/api/v1/instance":
+        url = urlparse(self.path)
+        if url.path == "/api/v1/instance":
             self.send_json(200, {"uri": "bench.local", "title": "Bench", "version": "4.3.2"})
-        elif self.path == "/api/v2/instance":
+        elif url.path == "/api/v2/instance":
             self.send_json(200, {"domain": "bench.local", "configuration": {"media_attachments": {"description_limit": 1500}}})
-        elif self.path == "/api/v1/accounts/verify_credentials":
-            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+        elif url.path == "/api/v1/accounts/verify_credentials":
+            if self.authorized():
                 self.send_json(200, {"id": "1", "username": "bench", "acct": "bench", "display_name": "Bench"})
             else:
                 self.send_json(401, {"error": "The access token is invalid"})
+        elif url.path == "/api/v1/accounts/1/statuses":
+            if not self.authorized():
+                return self.send_json(401, {"error": "The access token is invalid"})
+            q = parse_qs(url.query)
+            limit = min(int(q.get("limit", ["20"])[0]), 40)
+            max_id = int(q["max_id"][0]) if "max_id" in q else None
+            page = [p for p in TIMELINE if max_id is None or int(p["id"]) < max_id][:limit]
+            with LOCK:
+                STATS["statuses_calls"] += 1
+            headers = []
+            if page:
+                headers.append(("Link", f'<{BASE}/api/v1/accounts/1/statuses?limit={limit}&max_id={page[-1]["id"]}'
+                                        f'&only_media=true&exclude_reblogs=true>; rel="next", '
+                                        f'<{BASE}/api/v1/accounts/1/statuses?limit={limit}&min_id={page[0]["id"]}>; rel="prev"'))
+            self.send_json(200, page, headers)
+        elif url.path.startswith("/media/"):
+            with LOCK:
+                STATS["image_calls"] += 1
+            media_id = url.path[len("/media/"):].split(".")[0].replace("_small", "")
+            body = IMAGE + f"fake-image:{media_id}:".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif url.path == "/stats":
+            with LOCK:
+                self.send_json(200, STATS)
         else:
             self.send_json(404, {"error": "Record not found"})
 
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if self.path == "/api/chat":
+            request = json.loads(body or b"{}")
+            image = request.get("messages", [{}])[0].get("images", [""])[0]
+            with LOCK:
+                STATS["model_calls"] += 1
+                per = STATS["model_calls_per_image"]
+                per[image[-24:]] = per.get(image[-24:], 0) + 1
+            if MODEL_DELAY:
+                time.sleep(MODEL_DELAY)
+            self.send_json(200, {"model": request.get("model"), "created_at": "2026-11-29T10:00:00Z",
+                                 "message": {"role": "assistant", "content": "A bench photo of a quiet street at dusk."},
+                                 "done": True})
+        else:
+            self.send_json(404, {"error": "not found"})
 
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+
+ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
