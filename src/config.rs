@@ -140,6 +140,8 @@ pub struct Config {
     pub worker: bool,
     /// How long a worker holds a run without renewing before another may take it up.
     pub job_lease: Duration,
+    /// How often an idle worker looks for runs without being woken.
+    pub job_poll: Duration,
     /// HTTP worker threads (FEDIALT_WORKERS; default: the number of cores).
     pub http_workers: usize,
     pub allow_private_network: bool,
@@ -306,6 +308,7 @@ impl Config {
             session_storage,
             secret_key,
             worker: parse_bool(&get, "FEDIALT_WORKER", true)?,
+            job_poll: Duration::from_secs(parse_num(&get, "FEDIALT_JOB_POLL_SECS", 2, 1, 3600)?),
             job_lease: Duration::from_secs(parse_num(&get, "FEDIALT_JOB_LEASE_SECS", 30, 1, 3600)?),
             http_workers: parse_num(
                 &get,

@@ -47,6 +47,9 @@ pub struct Application {
     server: Server,
     shutdown: tokio::sync::watch::Sender<bool>,
     state: web::Data<AppState>,
+    /// The worker's loop, when this process runs one: waited for at shutdown, so its runs go back
+    /// to the queue rather than waiting out their lease.
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The database and Redis, ready: migrations applied, pools built, breaker primed.
@@ -101,12 +104,13 @@ impl Application {
         cache.spawn_maintenance(background.clone(), shutdown_rx.clone());
         let runs = RunService::new(db.clone(), cache.clone());
         let worker = build_worker(&config, &background, &cache, &runs, &secrets)?;
-        if config.worker {
+        let worker_task = if config.worker {
             crate::sweep::spawn(background.clone(), SWEEP_EVERY, shutdown_rx.clone());
-            tokio::spawn(worker.clone().run(shutdown_rx));
+            Some(tokio::spawn(worker.clone().run(shutdown_rx)))
         } else {
             tracing::info!("FEDIALT_WORKER=false: no worker in this process; run `fedialt worker`");
-        }
+            None
+        };
 
         let session_store = TieredSessionStore::new(
             db.clone(),
@@ -184,6 +188,7 @@ impl Application {
             server,
             shutdown,
             state,
+            worker: worker_task,
         })
     }
 
@@ -201,6 +206,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         let _ = self.shutdown.send(true);
+        if let Some(worker) = self.worker {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+        }
         result
     }
 }
@@ -233,6 +241,7 @@ fn build_worker(
         captioner,
         WorkerConfig {
             lease: config.job_lease,
+            poll: config.job_poll,
             max_image_bytes: config.max_image_bytes,
         },
     ))

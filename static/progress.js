@@ -6,6 +6,12 @@
   "use strict";
   var section = document.getElementById("run");
   if (!section) { return; }
+  var ANNOUNCE = {
+    queued: "The run is waiting to start.", running: "The run is going.",
+    completed: "The run has finished.", failed: "The run stopped with an error.",
+    cancelled: "The run was cancelled."
+  };
+  function drafts(n) { return n === 1 ? "1 draft" : n + " drafts"; }
   var STATE_TEXT = {
     none: "No run yet", queued: "Waiting to start", running: "Running",
     completed: "Finished", failed: "Stopped with an error", cancelled: "Cancelled"
@@ -23,6 +29,7 @@
     byId("run-progress").hidden = s.state === "none";
     setText("run-state", STATE_TEXT[s.state] || s.state);
     setText("run-step", s.step || "");
+    byId("run-step-sep").hidden = !s.step;
     var bar = byId("run-bar");
     if (s.posts_limit > 0) { bar.max = s.posts_limit; setText("run-posts_limit", s.posts_limit); }
     bar.value = s.posts_scanned;
@@ -34,20 +41,30 @@
     var finished = !active(s.state) && s.state !== "none";
     byId("run-drafts").hidden = !finished;
     if (s.run_id) { byId("run-drafts-link").href = "/runs/" + s.run_id; }
-    byId("run-cancel").hidden = !active(s.state);
-    byId("run-start").hidden = active(s.state);
+    var cancel = byId("run-cancel"), start = byId("run-start");
+    var hadFocus = cancel.contains(document.activeElement) || start.contains(document.activeElement);
+    cancel.hidden = !active(s.state);
+    start.hidden = active(s.state);
+    if (hadFocus) {
+      // The button that had focus may be hidden now: keep focus on the one shown.
+      var shown = active(s.state) ? cancel : start;
+      var button = shown.querySelector("button");
+      if (button && !shown.contains(document.activeElement)) { button.focus(); }
+    }
 
     var now = Date.now();
     if (s.state !== lastAnnounced.state) {
-      var text = "Run " + (STATE_TEXT[s.state] || s.state).toLowerCase() + ".";
+      var text = ANNOUNCE[s.state] || "";
       if (finished) {
-        text += " " + s.drafts_made + " drafts made, " + s.images_failed + " images could not be described.";
+        text += " " + drafts(s.drafts_made) + " made";
+        if (s.images_failed > 0) { text += ", " + s.images_failed + " could not be described"; }
+        text += ".";
         if (s.error) { text += " " + s.error; }
       }
       announce(text);
       lastAnnounced = { state: s.state, drafts: s.drafts_made, at: now };
     } else if (active(s.state) && s.drafts_made !== lastAnnounced.drafts && now - lastAnnounced.at > 10000) {
-      announce(s.drafts_made + " drafts made so far.");
+      announce(drafts(s.drafts_made) + " made so far.");
       lastAnnounced.drafts = s.drafts_made;
       lastAnnounced.at = now;
     }

@@ -20,7 +20,11 @@ const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
-    /// Worth another try: no connection, a timeout, a 5xx.
+    /// The model server cannot be reached at all (nothing listens at CAPTION_BASE_URL): not this
+    /// image's fault, so the run waits and tries again later rather than failing its images.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Worth another try: a timeout, a 5xx, a dropped connection.
     #[error("{0}")]
     Transient(String),
     /// The model server refused the request (4xx), or answered with something unusable.
@@ -84,7 +88,9 @@ impl Captioner {
                     }
                     return Ok(cleaned);
                 }
-                Err(ModelError::Transient(reason)) if attempt < TRIES => {
+                Err(ModelError::Transient(reason) | ModelError::Unreachable(reason))
+                    if attempt < TRIES =>
+                {
                     tracing::info!(attempt, reason = %reason, "model call failed; trying again");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -122,16 +128,19 @@ impl Captioner {
             request = request.bearer_auth(key.expose());
         }
         let mut response = request.send().await.map_err(|e| {
-            ModelError::Transient(if e.is_timeout() {
-                format!(
+            if e.is_timeout() {
+                ModelError::Transient(format!(
                     "the model did not answer within {} s",
                     self.config.timeout.as_secs()
-                )
+                ))
             } else if e.is_connect() {
-                "the model server could not be reached".into()
+                ModelError::Unreachable(format!(
+                    "the vision model at {base} could not be reached (is it running? \
+                     CAPTION_BASE_URL says where it is)"
+                ))
             } else {
-                "the request to the model server failed".into()
-            })
+                ModelError::Transient("the request to the model server failed".into())
+            }
         })?;
         let status = response.status().as_u16();
         let mut raw = Vec::new();

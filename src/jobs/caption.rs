@@ -70,6 +70,14 @@ impl Stop {
     }
 }
 
+/// Why an image got no description.
+enum NotDescribed {
+    /// This image: kept as a failed draft with the reason, and the run goes on.
+    Image(String),
+    /// The model server is away: the run waits and goes on later; the image is not marked.
+    ModelAway(String),
+}
+
 /// What the run has counted so far (as committed).
 struct Counts {
     scanned: i32,
@@ -111,7 +119,7 @@ impl Worker {
                         run,
                         owner,
                         store::runs::FAILED,
-                        "Stopped with an error".into(),
+                        "Stopped: the reason is below".into(),
                         Some(reason),
                     )
                     .await
@@ -127,7 +135,10 @@ impl Worker {
                         run,
                         owner,
                         store::now() + backoff,
-                        format!("Waiting to try again: {reason}"),
+                        format!(
+                            "Trying again in {backoff} s (attempt {} of {MAX_ATTEMPTS}): {reason}",
+                            row.attempts + 1
+                        ),
                     )
                     .await
             }
@@ -138,7 +149,7 @@ impl Worker {
                         run,
                         owner,
                         store::runs::FAILED,
-                        "Stopped with an error".into(),
+                        "Stopped: the reason is below".into(),
                         Some(reason),
                     )
                     .await
@@ -151,7 +162,7 @@ impl Worker {
                         run,
                         owner,
                         store::runs::FAILED,
-                        "Stopped with an error".into(),
+                        "Stopped: the reason is below".into(),
                         Some("fedialt's database failed during the run; start it again".into()),
                     )
                     .await
@@ -253,14 +264,23 @@ impl Worker {
                 Err(PlatformError::InvalidToken) => {
                     self.mark_needs_reauth(row).await;
                     return Err(Failure::Fatal(
-                        "this connection needs a new token: the instance no longer accepts \
-                         fedialt's access. Connect the account again on the Accounts page."
+                        "The instance refused fedialt's access: this connection needs a new \
+                         token. Connect the account again on Connected accounts."
                             .into(),
                     ));
                 }
-                Err(
-                    e @ (PlatformError::Unreachable(_) | PlatformError::Instance { status: 500.. }),
-                ) => return Err(Failure::Transient(crate::platforms::connect::explain(&e))),
+                Err(PlatformError::Unreachable(detail)) => {
+                    return Err(Failure::Transient(format!(
+                        "the instance did not answer ({detail})"
+                    )))
+                }
+                Err(PlatformError::Instance {
+                    status: status @ 500..,
+                }) => {
+                    return Err(Failure::Transient(format!(
+                        "the instance answered with an error (HTTP {status})"
+                    )))
+                }
                 Err(e) => return Err(Failure::Fatal(crate::platforms::connect::explain(&e))),
             }
         }
@@ -391,10 +411,13 @@ impl Worker {
                         .filter(|m| m.is_image() && m.undescribed())
                         .filter(|m| match existing.get(&m.id) {
                             None => true,
+                            // Drafted by this run already (it is being resumed).
+                            Some(d) if d.run_id == Some(row.id) => false,
+                            // A failed draft is tried again; others only when reprocessing.
                             Some(d) => {
-                                settings.reprocess_existing
-                                    && d.run_id != Some(row.id)
-                                    && d.replaceable()
+                                d.replaceable()
+                                    && (settings.reprocess_existing
+                                        || d.state == store::drafts::GENERATION_FAILED)
                             }
                         })
                         .collect()
@@ -405,6 +428,13 @@ impl Worker {
                         .is_some_and(|d| d.run_id == Some(row.id))
                 });
                 if wanted.is_empty() && !drafted_here {
+                    let needs_description = !status.is_reblog
+                        && status.media.iter().any(|m| m.is_image() && m.undescribed());
+                    if needs_description {
+                        // Every image of it has a draft of fedialt's already: ground covered
+                        // before, read past without counting, so the next run reaches further back.
+                        continue;
+                    }
                     // Nothing to do here: passed over, and not counted against the limit.
                     self.advance(
                         run,
@@ -502,11 +532,12 @@ impl Worker {
             let now = store::now();
             let (state, alt_text, error) = match described {
                 Ok(text) => (store::drafts::PENDING, text, None),
-                Err(reason) => (
+                Err(NotDescribed::Image(reason)) => (
                     store::drafts::GENERATION_FAILED,
                     String::new(),
                     Some(reason),
                 ),
+                Err(NotDescribed::ModelAway(reason)) => return Err(Failure::Transient(reason)),
             };
             let draft = NewDraft {
                 run_id: Some(row.id),
@@ -538,33 +569,34 @@ impl Worker {
         }
     }
 
-    /// Downloads the image and asks the model; Err with a reason people understand.
+    /// Downloads the image and asks the model.
     async fn describe(
         &self,
         media: &Media,
         status: &Status,
         settings: &CaptionSettings,
-    ) -> Result<String, String> {
+    ) -> Result<String, NotDescribed> {
         let inner = &self.inner;
         let image = inner
             .instances
             .download(&media.url, inner.config.max_image_bytes)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| NotDescribed::Image(e.to_string()))?;
         let _slot = inner
             .slots
             .acquire()
             .await
-            .map_err(|_| "the worker is stopping".to_owned())?;
+            .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
         inner
             .captioner
             .describe(&image, settings, &status.text, status.language.as_deref())
             .await
             .map_err(|e| match e {
+                ModelError::Unreachable(reason) => NotDescribed::ModelAway(reason),
                 ModelError::Transient(reason) => {
-                    format!("the model failed after several tries: {reason}")
+                    NotDescribed::Image(format!("the model failed after several tries: {reason}"))
                 }
-                ModelError::Refused(reason) => reason,
+                ModelError::Refused(reason) => NotDescribed::Image(reason),
             })
     }
 }

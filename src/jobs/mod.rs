@@ -6,7 +6,7 @@
 //! - A worker carries several runs at once; their model calls share CAPTION_CONCURRENCY slots,
 //!   handed out first come, first served, so a long run does not hold back a short one.
 //! - A new run wakes an idle worker at once: in this process through a `Notify`, in others through
-//!   PostgreSQL's LISTEN/NOTIFY; a poll every few seconds is the fallback (SQLite across
+//!   PostgreSQL's LISTEN/NOTIFY; a poll (FEDIALT_JOB_POLL_SECS) is the fallback (SQLite across
 //!   processes, a lost notification).
 //! - Cancelling or losing a run stops it within `CHECK_EVERY`: what it is waiting for (an
 //!   instance, the model, a pause) is dropped. A database statement is never dropped halfway.
@@ -29,8 +29,6 @@ mod caption;
 /// How often a running run checks that it is still its worker's (a cancel from another process
 /// reaches it within this).
 const CHECK_EVERY: Duration = Duration::from_millis(400);
-/// How often an idle worker looks for work without being woken.
-const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Tries of a run that fails for a passing reason (the instance away) before it is failed.
 const MAX_ATTEMPTS: i32 = 5;
 /// The PostgreSQL channel a new run is announced on.
@@ -39,6 +37,8 @@ const CHANNEL: &str = "fedialt_jobs";
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub lease: Duration,
+    /// How often an idle worker looks for work without being woken.
+    pub poll: Duration,
     pub max_image_bytes: u64,
 }
 
@@ -87,9 +87,11 @@ impl Worker {
                 instances,
                 secrets,
                 slots: Semaphore::new(concurrency),
-                // Enough runs at once to keep every slot busy while others read their instance
-                // or pause between posts.
-                max_runs: (concurrency * 4).max(4),
+                // Enough runs at once to keep every slot busy while the others read their
+                // instance, download an image or pause between posts, and to start a short run
+                // queued behind long ones at once. (With fewer, the runs queued last start late
+                // and finish alone: bench/runs.py measured 1.5x the ideal wall time at 4 a slot.)
+                max_runs: (concurrency * 8).max(16),
                 captioner,
                 config,
             }),
@@ -104,7 +106,12 @@ impl Worker {
     /// takes them up) and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let wake = self.inner.runs.wake.clone();
-        listen_for_jobs(&self.inner.db, wake.clone(), shutdown.clone());
+        listen_for_jobs(
+            &self.inner.db,
+            wake.clone(),
+            self.inner.config.poll,
+            shutdown.clone(),
+        );
         let mut tasks = JoinSet::new();
         tracing::info!(worker = %self.inner.id, "worker started");
         loop {
@@ -128,7 +135,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = tokio::time::sleep(self.inner.config.poll) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
@@ -172,7 +179,12 @@ pub async fn signal_new_job(db: &Db) {
 
 /// On PostgreSQL: a connection of its own that LISTENs for new runs and wakes the worker. It
 /// reconnects after a failure; the poll covers the gap.
-fn listen_for_jobs(db: &Db, wake: Arc<tokio::sync::Notify>, mut shutdown: watch::Receiver<bool>) {
+fn listen_for_jobs(
+    db: &Db,
+    wake: Arc<tokio::sync::Notify>,
+    retry: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Some(url) = db.postgres_url() else {
         return;
     };
@@ -197,7 +209,7 @@ fn listen_for_jobs(db: &Db, wake: Arc<tokio::sync::Notify>, mut shutdown: watch:
                 _ = shutdown.changed() => return,
             }
             tokio::select! {
-                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = tokio::time::sleep(retry) => {}
                 _ = shutdown.changed() => return,
             }
         }

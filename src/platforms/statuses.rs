@@ -107,6 +107,16 @@ struct RawStatus {
     media_attachments: Vec<RawMedia>,
 }
 
+/// An address from the instance that is shown on our pages (a link, an image): only http(s), at
+/// most 2 KB; anything else (a `javascript:` link, say) becomes empty.
+fn web_url(text: Option<String>) -> String {
+    text.filter(|t| t.len() <= 2048)
+        .and_then(|t| url::Url::parse(&t).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(String::from)
+        .unwrap_or_default()
+}
+
 fn id_text(value: &serde_json::Value) -> Option<String> {
     let id = match value {
         serde_json::Value::String(s) => s.clone(),
@@ -123,11 +133,18 @@ impl RawStatus {
             .media_attachments
             .into_iter()
             .filter_map(|m| {
-                let url = m.url.unwrap_or_default();
+                let url = web_url(m.url);
+                let preview_url = match web_url(m.preview_url) {
+                    preview if preview.is_empty() => url.clone(),
+                    preview => preview,
+                };
                 Some(Media {
                     id: id_text(&m.id)?,
-                    kind: m.kind.unwrap_or_else(|| "unknown".into()),
-                    preview_url: m.preview_url.unwrap_or_else(|| url.clone()),
+                    kind: m
+                        .kind
+                        .filter(|k| k.len() <= 32)
+                        .unwrap_or_else(|| "unknown".into()),
+                    preview_url,
                     url,
                     description: m.description,
                 })
@@ -135,7 +152,10 @@ impl RawStatus {
             .collect();
         Some(Status {
             id,
-            url: self.url.or(self.uri).unwrap_or_default(),
+            url: match web_url(self.url) {
+                url if url.is_empty() => web_url(self.uri),
+                url => url,
+            },
             text: html_to_text(self.content.as_deref().unwrap_or("")),
             language: self.language.filter(|l| {
                 (2..=16).contains(&l.len())
@@ -431,6 +451,17 @@ mod tests {
         assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
         headers.insert("x-ratelimit-remaining", HeaderValue::from_static("12"));
         assert_eq!(pause_after(&headers), None);
+    }
+
+    #[test]
+    fn only_web_addresses_are_kept() {
+        assert_eq!(web_url(Some("javascript:alert(1)".into())), "");
+        assert_eq!(web_url(Some("data:text/html,x".into())), "");
+        assert_eq!(
+            web_url(Some("https://m.example/@a/1".into())),
+            "https://m.example/@a/1"
+        );
+        assert_eq!(web_url(None), "");
     }
 
     #[test]

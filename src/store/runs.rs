@@ -353,7 +353,7 @@ pub async fn cancel_active(
     )
     .set((
         cj::state.eq(CANCELLED),
-        cj::step.eq("Cancelled"),
+        cj::step.eq("Cancelled; the drafts it made are kept"),
         cj::lease_owner.eq(None::<String>),
         cj::lease_until_ms.eq(None::<i64>),
         cj::finished_at.eq(now),

@@ -51,6 +51,9 @@ pub async fn request_span(
         status = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
+    // The progress bar's poll (every second or two per open page) is logged only at debug level,
+    // unless it fails.
+    let quiet = req.path() == "/caption_generation/status";
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut response = match crate::cache::near::scope(next.call(req))
         .instrument(span.clone())
@@ -78,12 +81,13 @@ pub async fn request_span(
         state.http.count(status);
     }
     span.record("status", status);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request done"
-        )
+        if quiet && status < 400 {
+            tracing::debug!(status, elapsed_ms, "request done")
+        } else {
+            tracing::info!(status, elapsed_ms, "request done")
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response

@@ -10,6 +10,7 @@ use crate::both_databases;
 use crate::fakes::instance::{FakeInstance, FakePost, Flavor};
 use crate::fakes::model::FakeModel;
 use crate::helpers::*;
+use crate::services::KillOnDrop;
 
 const FINISHED: [&str; 3] = ["completed", "failed", "cancelled"];
 
@@ -20,10 +21,11 @@ struct Setup {
     platform_id: i64,
 }
 
+/// `options`, pointed at the fake model unless they say otherwise.
 fn options_with(model: &FakeModel, mut options: Options) -> Options {
-    for (k, v) in model.env() {
-        options = options.with(&k, &v);
-    }
+    let mut env = model.env();
+    env.append(&mut options.env);
+    options.env = env;
     options
 }
 
@@ -848,19 +850,8 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
     app.start_run_with(&app.client).await;
 
     let dir = tempdir_for_worker();
-    let mut env: Vec<(String, String)> = model.env();
-    env.extend([
-        ("DATABASE_URL".to_owned(), app.db.url.clone()),
-        ("FEDIALT_SECRET_KEY".to_owned(), app.secret_key.clone()),
-        ("REDIS_URL".to_owned(), SHARED_REDIS.to_owned()),
-        ("FEDIALT_REDIS_PREFIX".to_owned(), app.prefix.clone()),
-        (
-            "FEDIALT_ALLOW_PRIVATE_NETWORK".to_owned(),
-            "true".to_owned(),
-        ),
-        ("FEDIALT_JOB_LEASE_SECS".to_owned(), "2".to_owned()),
-        ("FEDIALT_DATA_DIR".to_owned(), dir.display().to_string()),
-    ]);
+    let mut env = worker_env(&app, &model, &dir);
+    env.push(("FEDIALT_JOB_LEASE_SECS".to_owned(), "2".to_owned()));
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
         .arg("worker")
         .env_clear()
@@ -909,3 +900,285 @@ fn tempdir_for_worker() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// SIGTERM to a serving process in the middle of a run: its worker hands the run back to the queue
+/// at once (not after its lease), and another worker finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_puts_its_run_back_in_the_queue() {
+    let model = FakeModel::start().await;
+    let app = spawn_app_with(
+        Backend::Postgres,
+        options_with(&model, Options::default().with("FEDIALT_WORKER", "false")),
+    )
+    .await;
+    let user = app.create_user("alice", "user").await;
+    app.login(&user).await;
+    let (fake, platform_id) = app
+        .connect_flavor_with(&app.client, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = simple_posts(1..=3));
+    app.set_run_settings(&app.client, 50, "0", false).await;
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    model.set(|m| m.hold = Some(hold.clone()));
+    app.start_run_with(&app.client).await;
+
+    let dir = tempdir_for_worker();
+    let mut env = worker_env(&app, &model, &dir);
+    env.push((
+        "FEDIALT_BIND".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = eventually(Duration::from_secs(30), || async {
+        model.total_calls() == 1
+    })
+    .await;
+    unsafe {
+        libc::kill(server.id() as i32, libc::SIGTERM);
+    }
+    let stopped = tokio::task::spawn_blocking(move || server.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held, "the serving process took the run");
+    assert!(stopped.status.success());
+    let row = app.run_rows().await.pop().unwrap();
+    assert_eq!(row.state, "queued", "handed back, not left to its lease");
+    assert!(row.lease_owner.is_none());
+
+    hold.add_permits(100);
+    assert!(app.state.worker.drain().await >= 1);
+    let status = app.run_status_with(&app.client).await;
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(
+        media_ids(&app.drafts(platform_id).await),
+        ["m1", "m2", "m3"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn worker_env(app: &TestApp, model: &FakeModel, dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = model.env();
+    env.extend([
+        ("DATABASE_URL".to_owned(), app.db.url.clone()),
+        ("FEDIALT_SECRET_KEY".to_owned(), app.secret_key.clone()),
+        ("REDIS_URL".to_owned(), SHARED_REDIS.to_owned()),
+        ("FEDIALT_REDIS_PREFIX".to_owned(), app.prefix.clone()),
+        (
+            "FEDIALT_ALLOW_PRIVATE_NETWORK".to_owned(),
+            "true".to_owned(),
+        ),
+        ("FEDIALT_DATA_DIR".to_owned(), dir.display().to_string()),
+    ]);
+    env
+}
+
+/// An idle `fedialt worker` that would poll only once a minute starts a run queued by the web
+/// process at once: PostgreSQL's NOTIFY wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_wakes_a_worker_in_another_process_at_once() {
+    let model = FakeModel::start().await;
+    let app = spawn_app_with(
+        Backend::Postgres,
+        options_with(&model, Options::default().with("FEDIALT_WORKER", "false")),
+    )
+    .await;
+    let user = app.create_user("alice", "user").await;
+    app.login(&user).await;
+    let (fake, _) = app
+        .connect_flavor_with(&app.client, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = simple_posts(1..=2));
+    app.set_run_settings(&app.client, 50, "0", false).await;
+    let dir = tempdir_for_worker();
+    let mut worker = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(worker_env(&app, &model, &dir))
+            .env("FEDIALT_JOB_POLL_SECS", "60")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Its first look for work happens at its start; give it time to be idle and listening.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    app.start_run_with(&app.client).await;
+    let status = app
+        .finished_run_with(&app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["state"], "completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken at once, not at the next poll: {:?}",
+        started.elapsed()
+    );
+    let _ = worker.0.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn a_run_stops_after_looking_at_ten_times_its_limit(b: Backend) {
+    let posts: Vec<FakePost> = (1..=30)
+        .rev()
+        .map(|id| {
+            FakePost::images(id, &[]).with_media(&format!("m{id}"), "image", Some("Described"))
+        })
+        .collect();
+    let s = setup(b, posts, 2).await;
+    s.fake.set(|f| f.page_size = 7);
+    s.app.start_run_with(&s.app.client).await;
+    let status = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["posts_scanned"], 0);
+    assert!(
+        status["step"]
+            .as_str()
+            .unwrap()
+            .contains("looked at 20 posts"),
+        "{status}"
+    );
+    let queries = s.fake.state.lock().unwrap().statuses_queries.len();
+    assert_eq!(
+        queries, 3,
+        "20 posts at 7 a page: three pages read, not five"
+    );
+    assert_eq!(s.model.total_calls(), 0);
+}
+
+async fn reprocessing_redoes_drafts_but_never_an_edited_one(b: Backend) {
+    let s = setup(b, simple_posts(1..=2), 50).await;
+    s.app.start_run_with(&s.app.client).await;
+    s.app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        use fedialt::store::schema::caption_drafts as cd;
+        let mut conn = s.app.state.db.conn().await.unwrap();
+        fedialt::run!(&mut conn, |c| diesel::update(
+            cd::table.filter(cd::media_id.eq("m1"))
+        )
+        .set((cd::edited.eq(true), cd::alt_text.eq("My own words")))
+        .execute(c)
+        .await)
+        .unwrap();
+    }
+    s.app.set_run_settings(&s.app.client, 50, "0", true).await;
+    s.model.set(|m| m.answer = "A second look at {id}.".into());
+    s.app.start_run_with(&s.app.client).await;
+    let status = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["drafts_made"], 1, "{status}");
+    let drafts = s.app.drafts(s.platform_id).await;
+    assert_eq!(drafts.len(), 2, "redone in place, never a second draft");
+    let m1 = drafts.iter().find(|d| d.media_id == "m1").unwrap();
+    let m2 = drafts.iter().find(|d| d.media_id == "m2").unwrap();
+    assert_eq!(m1.alt_text, "My own words");
+    assert_eq!(m2.alt_text, "A second look at m2.");
+    assert_eq!(m2.run_id, status["run_id"].as_i64());
+    assert_eq!(s.model.calls("m1"), 1);
+    assert_eq!(s.model.calls("m2"), 2);
+}
+
+both_databases!(
+    a_run_stops_after_looking_at_ten_times_its_limit,
+    reprocessing_redoes_drafts_but_never_an_edited_one,
+);
+
+/// Ground a run covered is read past without counting: a small limit keeps reaching older posts
+/// however many drafted posts lie before them, and a failed image is tried again.
+async fn later_runs_read_past_drafted_posts_and_retry_failed_images(b: Backend) {
+    let s = setup(b, simple_posts(1..=13), 12).await;
+    s.model.set(|m| m.fail_media = vec!["m5".into()]);
+    s.app.start_run_with(&s.app.client).await;
+    let first = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(first["posts_scanned"], 12);
+    assert_eq!(first["images_failed"], 1);
+    // Twelve posts drafted (one failed) lie before post 1; a limit of 1 still reaches it.
+    s.model.set(|m| m.fail_media.clear());
+    s.app.set_run_settings(&s.app.client, 1, "0", false).await;
+    s.app.start_run_with(&s.app.client).await;
+    let second = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        second["drafts_made"], 1,
+        "the failed image, tried again: {second}"
+    );
+    s.app.start_run_with(&s.app.client).await;
+    let third = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(third["drafts_made"], 1, "{third}");
+    assert_eq!(third["media_skipped"], 0);
+    let drafts = s.app.drafts(s.platform_id).await;
+    assert_eq!(drafts.len(), 13);
+    assert!(drafts.iter().all(|d| d.state == "pending"));
+    assert_eq!(s.model.calls("m1"), 1);
+    assert_eq!(
+        s.model.calls("m5"),
+        4,
+        "three tries, then once more in the next run"
+    );
+    assert_eq!(s.model.calls("m6"), 1, "drafted images are not asked again");
+}
+
+/// With nothing listening at CAPTION_BASE_URL the run waits to try again (saying where it looked)
+/// rather than marking every image as failed.
+async fn an_unreachable_model_puts_the_run_back_without_failing_images(b: Backend) {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let s = setup_with(
+        b,
+        Flavor::Mastodon,
+        simple_posts(1..=3),
+        50,
+        Options::default().with("CAPTION_BASE_URL", &closed),
+    )
+    .await;
+    s.app.start_run_with(&s.app.client).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            s.app.run_status_with(&s.app.client).await["step"]
+                .as_str()
+                .unwrap()
+                .starts_with("Trying again")
+        })
+        .await
+    );
+    let status = s.app.run_status_with(&s.app.client).await;
+    assert_eq!(status["state"], "queued", "{status}");
+    let step = status["step"].as_str().unwrap();
+    assert!(
+        step.contains(&closed) && step.contains("CAPTION_BASE_URL"),
+        "{step}"
+    );
+    assert_eq!(status["images_failed"], 0);
+    assert!(s.app.drafts(s.platform_id).await.is_empty());
+}
+
+both_databases!(
+    later_runs_read_past_drafted_posts_and_retry_failed_images,
+    an_unreachable_model_puts_the_run_back_without_failing_images,
+);

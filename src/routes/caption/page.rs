@@ -29,6 +29,7 @@ pub async fn show(
     };
     Page::new("Caption generation", Some(&user), Some(&flashes))
         .with("state_text", &state_text(&run.state))
+        .with("worker_here", &state.config.worker)
         .with("active", &run.is_active())
         .with("bar_max", &bar_max)
         .with("run", &run)
