@@ -178,7 +178,12 @@ impl Captioner {
                     .unwrap_or("")
                     .to_owned(),
             })
-            .map(|s| s.chars().take(200).collect::<String>());
+            .map(|s| {
+                s.chars()
+                    .filter(|c| !crate::domain::is_hidden_control(*c))
+                    .take(200)
+                    .collect::<String>()
+            });
         match status {
             200..=299 => {}
             500..=599 => {

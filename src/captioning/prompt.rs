@@ -46,9 +46,12 @@ pub fn clean(answer: &str, max: usize) -> String {
             text = text[preamble.len()..].trim_start();
         }
     }
+    // Markdown marks go, and so do control and direction-changing characters (a NUL, U+202E):
+    // the text is published as it is.
     let text: String = text
         .chars()
-        .filter(|c| !matches!(c, '*' | '`' | '#'))
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .filter(|c| !matches!(c, '*' | '`' | '#') && !crate::domain::is_hidden_control(*c))
         .collect();
     let text = text
         .trim()
@@ -92,6 +95,10 @@ mod tests {
         );
         assert_eq!(clean("one two three four", 12), "one two");
         assert_eq!(clean("éééé ééé", 6).chars().count(), 4);
+        assert_eq!(
+            clean("A\u{0} cat\u{202e} sits\n\nquietly.", 100),
+            "A cat sits quietly."
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! next worker reads the posts older than it), and each image's draft is committed with the run's
 //! counters in one transaction; an image that already has this run's draft is not drafted again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -15,7 +16,7 @@ use super::{Worker, CHECK_EVERY, MAX_ATTEMPTS};
 use crate::captioning::ModelError;
 use crate::crypto::{token_binding, ACCESS_TOKEN};
 use crate::domain::{CaptionSettings, InstanceUrl, RunId, UserId};
-use crate::platforms::statuses::{Cursor, Media, Status};
+use crate::platforms::statuses::{self, Cursor, Media, Status};
 use crate::platforms::PlatformError;
 use crate::store::drafts::{DraftRow, NewDraft};
 use crate::store::runs::{Progress, RunRow};
@@ -25,6 +26,8 @@ use crate::store::{self, StoreError};
 const LONGEST_RATE_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Rate-limited answers in a row before the run gives up for now.
 const RATE_LIMIT_TRIES: u32 = 5;
+/// Statuses one run reads at most, whatever the instance sends.
+const MAX_STATUSES_READ: usize = 100_000;
 
 /// The run was cancelled, taken over, or the worker is stopping.
 #[derive(Debug)]
@@ -78,10 +81,98 @@ enum NotDescribed {
     ModelAway(String),
 }
 
-/// What the run has counted so far (as committed).
+/// What the run has counted so far.
 struct Counts {
     scanned: i32,
     seen: i32,
+}
+
+/// A post taken up, waiting for its images' answers; committed in timeline order.
+struct PostInFlight {
+    seq: u64,
+    id: String,
+    remaining: usize,
+    skipped: i32,
+    with_work: bool,
+}
+
+/// One image's answer from the model (or why there is none).
+struct Answer {
+    seq: u64,
+    post: Arc<Status>,
+    media: Media,
+    result: Result<String, NotDescribed>,
+}
+
+/// What a post asks of the run.
+enum Plan {
+    /// Every image that needs a description has a draft of fedialt's (from an earlier run): ground
+    /// covered before, read past without counting.
+    Covered,
+    /// Nothing to do (no image needing a description): counted as looked at.
+    PassOver { skipped: i32 },
+    /// Images to draft (possibly none left when resuming a post this run started).
+    Work { wanted: Vec<Media>, skipped: i32 },
+}
+
+fn plan_post(
+    status: &Status,
+    existing: &HashMap<String, DraftRow>,
+    settings: &CaptionSettings,
+    run_id: i64,
+) -> Plan {
+    if status.is_reblog {
+        return Plan::PassOver { skipped: 0 };
+    }
+    let skipped = status
+        .media
+        .iter()
+        .filter(|m| !m.is_image())
+        .count()
+        .min(i32::MAX as usize) as i32;
+    let needing: Vec<&Media> = status
+        .media
+        .iter()
+        .filter(|m| m.is_image() && m.undescribed())
+        .collect();
+    let wanted: Vec<Media> = needing
+        .iter()
+        .filter(|m| match existing.get(&m.id) {
+            None => true,
+            // Drafted by this run already (it is being resumed).
+            Some(d) if d.run_id == Some(run_id) => false,
+            // A failed draft is tried again; others only when reprocessing.
+            Some(d) => {
+                d.replaceable()
+                    && (settings.reprocess_existing || d.state == store::drafts::GENERATION_FAILED)
+            }
+        })
+        .map(|m| (*m).clone())
+        .collect();
+    let drafted_here = needing.iter().any(|m| {
+        existing
+            .get(&m.id)
+            .is_some_and(|d| d.run_id == Some(run_id))
+    });
+    if !wanted.is_empty() || drafted_here {
+        Plan::Work { wanted, skipped }
+    } else if needing.is_empty() {
+        Plan::PassOver { skipped }
+    } else {
+        Plan::Covered
+    }
+}
+
+/// Whether post id `a` is older than `b`. Mastodon's ids are numbers in text (longer is newer);
+/// others (GoToSocial's ULIDs) sort as text.
+fn older(a: &str, b: &str) -> bool {
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if numeric(a) && numeric(b) {
+        let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+        (a.len(), a) < (b.len(), b)
+    } else {
+        a < b
+    }
 }
 
 impl Worker {
@@ -109,7 +200,7 @@ impl Worker {
                 // is stopping, and the run goes back to the queue for another.
                 inner
                     .runs
-                    .requeue(run, owner, store::now(), "Waiting for a worker".into())
+                    .hand_back(run, owner, "Waiting for a worker".into())
                     .await
             }
             Err(Failure::Fatal(reason)) => {
@@ -339,7 +430,12 @@ impl Worker {
 
         let limit = row.posts_limit.max(1);
         let seen_cap = limit.saturating_mul(10);
+        // Committed counts, and the same with the posts in flight.
         let mut counts = Counts {
+            scanned: row.posts_scanned,
+            seen: row.posts_seen,
+        };
+        let mut planned = Counts {
             scanned: row.posts_scanned,
             seen: row.posts_seen,
         };
@@ -347,151 +443,257 @@ impl Worker {
             Some(id) => Cursor::OlderThan(id.clone()),
             None => Cursor::Start,
         };
-        let mut worked = false;
+        // Only posts older than the last one taken are taken: a page served twice, or a Link that
+        // leads back, cannot make a run count a post twice or go on for ever.
+        let mut last_taken: Option<String> = row.resume_after.clone();
+        let mut page: VecDeque<Status> = VecDeque::new();
+        let mut existing: HashMap<String, DraftRow> = HashMap::new();
+        let mut timeline_done = false;
         let mut pause: Option<Duration> = None;
-        'pages: loop {
-            if counts.scanned >= limit || counts.seen >= seen_cap {
-                break;
-            }
-            if let Some(wait) = pause.take() {
-                if wait > LONGEST_RATE_WAIT {
-                    return Err(Failure::Transient(
-                        "the instance is rate limiting fedialt; the run goes on later".into(),
-                    ));
-                }
-                self.step(
-                    run,
-                    format!("Waiting {} s for the instance's rate limit", wait.as_secs()),
-                )
-                .await?;
-                stop.or_stop(tokio::time::sleep(wait)).await?;
-            }
-            self.step(run, "Reading your posts".into()).await?;
-            let page = self
-                .instance_call(run, row, stop, || {
-                    inner
-                        .instances
-                        .statuses(&instance, &token, &account.id, &cursor)
-                })
-                .await?;
-            pause = page.pause;
-            let Some(last) = page.statuses.last().map(|s| s.id.clone()) else {
-                break;
-            };
-            let media_ids: Vec<String> = page
-                .statuses
-                .iter()
-                .flat_map(|s| s.media.iter().map(|m| m.id.clone()))
-                .collect();
-            let existing: HashMap<String, DraftRow> = {
-                let mut conn = inner.db.conn().await?;
-                store::drafts::for_media(&mut conn, row.platform_id, &media_ids).await?
-            }
-            .into_iter()
-            .map(|d| (d.media_id.clone(), d))
-            .collect();
-            for status in &page.statuses {
-                if counts.scanned >= limit || counts.seen >= seen_cap {
-                    break 'pages;
-                }
+        let mut read = 0usize;
+        let mut order: VecDeque<PostInFlight> = VecDeque::new();
+        let mut answers = FuturesUnordered::new();
+        let mut next_seq = 0u64;
+        let mut worked = false;
+        let per_run = inner.captioner.concurrency();
+        let pausing = settings.processing_delay > 0.0;
+        let mut ended: Option<String> = None;
+        loop {
+            // Start work while there is room: up to `per_run` images of this run at once.
+            while ended.is_none() && answers.len() < per_run {
                 if stop.is_set() {
                     return Err(Failure::Stopped);
                 }
-                let skipped = if status.is_reblog {
-                    0
-                } else {
-                    status.media.iter().filter(|m| !m.is_image()).count() as i32
-                };
-                let wanted: Vec<&Media> = if status.is_reblog {
-                    Vec::new()
-                } else {
-                    status
-                        .media
-                        .iter()
-                        .filter(|m| m.is_image() && m.undescribed())
-                        .filter(|m| match existing.get(&m.id) {
-                            None => true,
-                            // Drafted by this run already (it is being resumed).
-                            Some(d) if d.run_id == Some(row.id) => false,
-                            // A failed draft is tried again; others only when reprocessing.
-                            Some(d) => {
-                                d.replaceable()
-                                    && (settings.reprocess_existing
-                                        || d.state == store::drafts::GENERATION_FAILED)
-                            }
-                        })
-                        .collect()
-                };
-                let drafted_here = status.media.iter().any(|m| {
-                    existing
-                        .get(&m.id)
-                        .is_some_and(|d| d.run_id == Some(row.id))
-                });
-                if wanted.is_empty() && !drafted_here {
-                    let needs_description = !status.is_reblog
-                        && status.media.iter().any(|m| m.is_image() && m.undescribed());
-                    if needs_description {
-                        // Every image of it has a draft of fedialt's already: ground covered
-                        // before, read past without counting, so the next run reaches further back.
-                        continue;
+                if planned.scanned >= limit {
+                    ended = Some(format!(
+                        "Finished: reached {limit} posts with images to describe"
+                    ));
+                    break;
+                }
+                if planned.seen >= seen_cap {
+                    ended = Some(format!("Finished: looked at {seen_cap} posts"));
+                    break;
+                }
+                // With a pause between posts, one post at a time: the pause runs from the end of
+                // the last post's work, as people expect "between posts" to mean.
+                if pausing && !answers.is_empty() {
+                    break;
+                }
+                let Some(status) = page.pop_front() else {
+                    if timeline_done || read >= MAX_STATUSES_READ {
+                        ended = Some("Finished: reached your oldest post".to_owned());
+                        break;
                     }
-                    // Nothing to do here: passed over, and not counted against the limit.
-                    self.advance(
-                        run,
-                        Progress {
-                            posts_seen: 1,
-                            media_skipped: skipped,
-                            resume_after: Some(status.id.clone()),
-                            ..Progress::default()
-                        },
-                    )
-                    .await?;
-                    counts.seen += 1;
+                    if let Some(wait) = pause.take() {
+                        if wait > LONGEST_RATE_WAIT {
+                            return Err(Failure::Transient(
+                                "the instance is rate limiting fedialt; the run goes on later"
+                                    .into(),
+                            ));
+                        }
+                        self.step(
+                            run,
+                            format!("Waiting {} s for the instance's rate limit", wait.as_secs()),
+                        )
+                        .await?;
+                        stop.or_stop(tokio::time::sleep(wait)).await?;
+                    }
+                    self.step(run, "Reading your posts".into()).await?;
+                    let fetched = self
+                        .instance_call(run, row, stop, || {
+                            inner
+                                .instances
+                                .statuses(&instance, &token, &account.id, &cursor)
+                        })
+                        .await?;
+                    pause = fetched.pause;
+                    read += fetched.statuses.len();
+                    let fresh: Vec<Status> = fetched
+                        .statuses
+                        .into_iter()
+                        .filter(|s| last_taken.as_deref().is_none_or(|l| older(&s.id, l)))
+                        .collect();
+                    let Some(oldest) = fresh.iter().map(|s| s.id.clone()).reduce(|a, b| {
+                        if older(&b, &a) {
+                            b
+                        } else {
+                            a
+                        }
+                    }) else {
+                        // Empty, or only posts already taken: the end of the timeline.
+                        timeline_done = true;
+                        continue;
+                    };
+                    cursor = match fetched.next {
+                        Some(link) if statuses::same_origin(&link, &instance) => Cursor::Link(link),
+                        _ => Cursor::OlderThan(oldest),
+                    };
+                    let media_ids: Vec<String> = fresh
+                        .iter()
+                        .flat_map(|s| s.media.iter().map(|m| m.id.clone()))
+                        .collect();
+                    existing = {
+                        let mut conn = inner.db.conn().await?;
+                        store::drafts::for_media(&mut conn, row.platform_id, &media_ids).await?
+                    }
+                    .into_iter()
+                    .map(|d| (d.media_id.clone(), d))
+                    .collect();
+                    page = fresh.into();
+                    continue;
+                };
+                if last_taken.as_deref().is_some_and(|l| !older(&status.id, l)) {
                     continue;
                 }
-                if worked && settings.processing_delay > 0.0 {
-                    stop.or_stop(tokio::time::sleep(Duration::from_secs_f64(
-                        settings.processing_delay,
-                    )))
-                    .await?;
+                last_taken = Some(status.id.clone());
+                let plan = plan_post(&status, &existing, &settings, row.id);
+                match plan {
+                    Plan::Covered => continue,
+                    Plan::PassOver { skipped } => {
+                        planned.seen += 1;
+                        order.push_back(PostInFlight {
+                            seq: next_seq,
+                            id: status.id.clone(),
+                            remaining: 0,
+                            skipped,
+                            with_work: false,
+                        });
+                        next_seq += 1;
+                    }
+                    Plan::Work { wanted, skipped } => {
+                        if worked && settings.processing_delay > 0.0 {
+                            stop.or_stop(tokio::time::sleep(Duration::from_secs_f64(
+                                settings.processing_delay,
+                            )))
+                            .await?;
+                        }
+                        worked = true;
+                        planned.seen += 1;
+                        planned.scanned += 1;
+                        self.step(
+                            run,
+                            format!("Describing images in post {} of {limit}", planned.scanned),
+                        )
+                        .await?;
+                        let post = Arc::new(status);
+                        let images = wanted.len();
+                        for media in wanted {
+                            answers.push(self.clone().answer(
+                                next_seq,
+                                post.clone(),
+                                media,
+                                settings.clone(),
+                            ));
+                        }
+                        order.push_back(PostInFlight {
+                            seq: next_seq,
+                            id: post.id.clone(),
+                            remaining: images,
+                            skipped,
+                            with_work: true,
+                        });
+                        next_seq += 1;
+                    }
                 }
-                worked = true;
-                self.step(
-                    run,
-                    format!(
-                        "Describing images in post {} of {limit}",
-                        counts.scanned + 1
-                    ),
-                )
-                .await?;
-                self.draft_post(run, row, status, &wanted, &settings, stop)
-                    .await?;
-                self.advance(
-                    run,
-                    Progress {
-                        posts_seen: 1,
-                        posts_scanned: 1,
-                        media_skipped: skipped,
-                        resume_after: Some(status.id.clone()),
-                        ..Progress::default()
-                    },
-                )
-                .await?;
-                counts.scanned += 1;
-                counts.seen += 1;
+                self.commit_finished(run, &mut order, &mut counts).await?;
             }
-            cursor = match page.next {
-                Some(link) => Cursor::Link(link),
-                None => Cursor::OlderThan(last),
+            self.commit_finished(run, &mut order, &mut counts).await?;
+            if answers.is_empty() {
+                if let Some(words) = ended {
+                    return Ok(words);
+                }
+                continue;
+            }
+            // The next answer, whichever image it is (a stop drops the calls in flight).
+            let Some(answer) = stop.or_stop(answers.next()).await? else {
+                continue;
             };
+            let (state, alt_text, error) = match answer.result {
+                Ok(text) => (store::drafts::PENDING, text, None),
+                Err(NotDescribed::Image(reason)) => (
+                    store::drafts::GENERATION_FAILED,
+                    String::new(),
+                    Some(reason),
+                ),
+                Err(NotDescribed::ModelAway(reason)) => return Err(Failure::Transient(reason)),
+            };
+            let now = store::now();
+            let draft = NewDraft {
+                run_id: Some(row.id),
+                user_id: row.user_id,
+                platform_id: row.platform_id,
+                status_id: answer.post.id.clone(),
+                status_url: answer.post.url.clone(),
+                media_id: answer.media.id.clone(),
+                preview_url: answer.media.preview_url.clone(),
+                image_url: answer.media.url.clone(),
+                post_text: answer.post.text.clone(),
+                language: answer.post.language.clone(),
+                alt_text,
+                model: inner.captioner.model().to_owned(),
+                state: state.to_owned(),
+                error,
+                created_at: now,
+                updated_at: now,
+            };
+            if inner
+                .runs
+                .record_draft(run, &inner.id, draft)
+                .await?
+                .is_none()
+            {
+                return Err(Failure::Stopped);
+            }
+            if let Some(post) = order.iter_mut().find(|p| p.seq == answer.seq) {
+                post.remaining = post.remaining.saturating_sub(1);
+            }
         }
-        Ok(if counts.scanned >= limit {
-            format!("Finished: reached {limit} posts with images to describe")
-        } else if counts.seen >= seen_cap {
-            format!("Finished: looked at {seen_cap} posts")
-        } else {
-            "Finished: reached your oldest post".to_owned()
-        })
+    }
+
+    /// Commits the posts at the front whose images are all answered, in timeline order, so a
+    /// resumed run goes on after the last post that is wholly done.
+    async fn commit_finished(
+        &self,
+        run: RunId,
+        order: &mut VecDeque<PostInFlight>,
+        counts: &mut Counts,
+    ) -> Result<(), Failure> {
+        while order.front().is_some_and(|p| p.remaining == 0) {
+            let Some(post) = order.pop_front() else {
+                break;
+            };
+            self.advance(
+                run,
+                Progress {
+                    posts_seen: 1,
+                    posts_scanned: i32::from(post.with_work),
+                    media_skipped: post.skipped,
+                    resume_after: Some(post.id),
+                    ..Progress::default()
+                },
+            )
+            .await?;
+            counts.seen += 1;
+            counts.scanned += i32::from(post.with_work);
+        }
+        Ok(())
+    }
+
+    /// One image's answer (download and model call; no database work, so it may be dropped).
+    async fn answer(
+        self,
+        seq: u64,
+        post: Arc<Status>,
+        media: Media,
+        settings: CaptionSettings,
+    ) -> Answer {
+        let result = self.describe(&media, &post, &settings).await;
+        Answer {
+            seq,
+            post,
+            media,
+            result,
+        }
     }
 
     async fn advance(&self, run: RunId, progress: Progress) -> Result<(), Failure> {
@@ -506,69 +708,6 @@ impl Worker {
         }
     }
 
-    /// Drafts the post's images (at once, as far as the model slots allow), committing each
-    /// draft as it comes.
-    async fn draft_post(
-        &self,
-        run: RunId,
-        row: &RunRow,
-        status: &Status,
-        wanted: &[&Media],
-        settings: &CaptionSettings,
-        stop: &Stop,
-    ) -> Result<(), Failure> {
-        let mut pending: FuturesUnordered<_> = wanted
-            .iter()
-            .map(|media| async move {
-                let described = self.describe(media, status, settings).await;
-                (*media, described)
-            })
-            .collect();
-        loop {
-            let next = stop.or_stop(pending.next()).await?;
-            let Some((media, described)) = next else {
-                return Ok(());
-            };
-            let now = store::now();
-            let (state, alt_text, error) = match described {
-                Ok(text) => (store::drafts::PENDING, text, None),
-                Err(NotDescribed::Image(reason)) => (
-                    store::drafts::GENERATION_FAILED,
-                    String::new(),
-                    Some(reason),
-                ),
-                Err(NotDescribed::ModelAway(reason)) => return Err(Failure::Transient(reason)),
-            };
-            let draft = NewDraft {
-                run_id: Some(row.id),
-                user_id: row.user_id,
-                platform_id: row.platform_id,
-                status_id: status.id.clone(),
-                status_url: status.url.clone(),
-                media_id: media.id.clone(),
-                preview_url: media.preview_url.clone(),
-                image_url: media.url.clone(),
-                post_text: status.text.clone(),
-                language: status.language.clone(),
-                alt_text,
-                model: self.inner.captioner.model().to_owned(),
-                state: state.to_owned(),
-                error,
-                created_at: now,
-                updated_at: now,
-            };
-            if self
-                .inner
-                .runs
-                .record_draft(run, &self.inner.id, draft)
-                .await?
-                .is_none()
-            {
-                return Err(Failure::Stopped);
-            }
-        }
-    }
-
     /// Downloads the image and asks the model.
     async fn describe(
         &self,
@@ -577,6 +716,13 @@ impl Worker {
         settings: &CaptionSettings,
     ) -> Result<String, NotDescribed> {
         let inner = &self.inner;
+        // Images held in memory (downloaded, waiting for or in a model call) are bounded per
+        // worker, whatever the posts hold.
+        let _held = inner
+            .images
+            .acquire()
+            .await
+            .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
         let image = inner
             .instances
             .download(&media.url, inner.config.max_image_bytes)

@@ -52,6 +52,8 @@ struct Inner {
     captioner: Captioner,
     /// The model calls this worker makes at once.
     slots: Semaphore,
+    /// Images this worker holds in memory at once (downloading, waiting for a slot, described).
+    images: Semaphore,
     max_runs: usize,
     config: WorkerConfig,
 }
@@ -87,11 +89,11 @@ impl Worker {
                 instances,
                 secrets,
                 slots: Semaphore::new(concurrency),
-                // Enough runs at once to keep every slot busy while the others read their
-                // instance, download an image or pause between posts, and to start a short run
-                // queued behind long ones at once. (With fewer, the runs queued last start late
-                // and finish alone: bench/runs.py measured 1.5x the ideal wall time at 4 a slot.)
-                max_runs: (concurrency * 8).max(16),
+                images: Semaphore::new(concurrency * 2),
+                // A run keeps as many images in flight as there are slots, so a few runs keep
+                // every slot busy; a few more let a short run start at once beside long ones.
+                // Few enough that workers share a queue evenly (each takes what it can serve).
+                max_runs: (concurrency * 2).max(4),
                 captioner,
                 config,
             }),

@@ -15,6 +15,11 @@ use crate::domain::InstanceUrl;
 /// A page of statuses is at most this big (40 posts with their text and media).
 const MAX_PAGE_BODY: usize = 8 << 20;
 pub const PAGE_SIZE: usize = 40;
+/// Attachments taken from one post (Mastodon allows 4, Pixelfed up to 20); a post claiming more is
+/// not believed.
+const MAX_MEDIA_PER_POST: usize = 20;
+/// The post's text kept with each draft, in characters (Mastodon's default limit is 500).
+const MAX_POST_TEXT: usize = 5000;
 /// When an instance says to wait without saying how long.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
@@ -132,6 +137,7 @@ impl RawStatus {
         let media = self
             .media_attachments
             .into_iter()
+            .take(MAX_MEDIA_PER_POST)
             .filter_map(|m| {
                 let url = web_url(m.url);
                 let preview_url = match web_url(m.preview_url) {
@@ -156,7 +162,10 @@ impl RawStatus {
                 url if url.is_empty() => web_url(self.uri),
                 url => url,
             },
-            text: html_to_text(self.content.as_deref().unwrap_or("")),
+            text: html_to_text(self.content.as_deref().unwrap_or(""))
+                .chars()
+                .take(MAX_POST_TEXT)
+                .collect(),
             language: self.language.filter(|l| {
                 (2..=16).contains(&l.len())
                     && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -305,7 +314,7 @@ impl InstanceClient {
     ) -> Result<Page, PlatformError> {
         let base = instance.join(&format!("/api/v1/accounts/{account_id}/statuses"));
         let url = match cursor {
-            // Only a Link on the instance itself is followed; anything else pages by max_id.
+            // Only a Link on the instance itself is followed (the caller pages by max_id instead).
             Cursor::Link(link) if same_origin(link, instance) => link.clone(),
             _ => {
                 let mut url = url::Url::parse(&base).map_err(|_| PlatformError::NotMastodonApi)?;
@@ -406,7 +415,8 @@ impl InstanceClient {
     }
 }
 
-fn same_origin(link: &str, instance: &InstanceUrl) -> bool {
+/// Whether a Link address is on the instance itself (others are not followed).
+pub fn same_origin(link: &str, instance: &InstanceUrl) -> bool {
     url::Url::parse(link).is_ok_and(|u| u.origin() == instance.url().origin())
 }
 

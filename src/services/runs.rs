@@ -356,21 +356,25 @@ impl RunService {
         let owner = owner.to_owned();
         self.write(move |conn| {
             Box::pin(async move {
+                // The run first: on PostgreSQL this locks its row, so a worker that lost the
+                // lease meanwhile writes nothing.
+                let held = Progress::default();
+                if store::runs::advance(conn, run.get(), &owner, &held)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(None);
+                }
+                // A draft kept (a person edited or approved it meanwhile) is not counted.
+                let stored = store::drafts::put(conn, &draft).await?;
                 let failed = draft.state == store::drafts::GENERATION_FAILED;
                 let progress = Progress {
                     images_found: 1,
-                    drafts_made: i32::from(!failed),
-                    images_failed: i32::from(failed),
+                    drafts_made: i32::from(stored && !failed),
+                    images_failed: i32::from(stored && failed),
                     ..Progress::default()
                 };
-                // The run first: on PostgreSQL this locks its row, so a worker that lost the
-                // lease meanwhile writes nothing.
-                let Some(row) = store::runs::advance(conn, run.get(), &owner, &progress).await?
-                else {
-                    return Ok(None);
-                };
-                store::drafts::put(conn, &draft).await?;
-                Ok(Some(row))
+                store::runs::advance(conn, run.get(), &owner, &progress).await
             })
         })
         .await
@@ -405,6 +409,21 @@ impl RunService {
             Box::pin(async move {
                 store::runs::requeue(conn, run.get(), &owner, run_after, &step).await
             })
+        })
+        .await
+    }
+
+    /// A stopping worker gives a held run back to the queue, due now; the try it was on is not
+    /// counted against the run.
+    pub async fn hand_back(
+        &self,
+        run: RunId,
+        owner: &str,
+        step: String,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move { store::runs::hand_back(conn, run.get(), &owner, &step).await })
         })
         .await
     }

@@ -130,6 +130,10 @@ pub async fn count_active(conn: &mut Conn) -> Result<i64, StoreError> {
         .await)?)
 }
 
+/// Runs of one person carried out at once, across all workers: a person with many connections
+/// cannot fill every worker while someone else waits.
+pub const PER_PERSON: i64 = 2;
+
 /// Takes the oldest run that is due (queued and past its backoff) or whose lease ran out, for
 /// `owner` until `lease_until_ms`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers
 /// each take a different row without waiting; SQLite: one conditional UPDATE, atomic because
@@ -146,16 +150,19 @@ pub async fn claim(
             let sql = "UPDATE caption_jobs SET state = 'running', lease_owner = $1, \
                 lease_until_ms = $2, attempts = attempts + 1, \
                 started_at = COALESCE(started_at, $3), updated_at = $3, version = version + 1 \
-                WHERE id = (SELECT id FROM caption_jobs \
-                    WHERE (state = 'queued' AND run_after <= $3) \
-                       OR (state = 'running' AND lease_until_ms < $4) \
-                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                WHERE id = (SELECT j.id FROM caption_jobs j \
+                    WHERE ((j.state = 'queued' AND j.run_after <= $3) \
+                       OR (j.state = 'running' AND j.lease_until_ms < $4)) \
+                      AND (SELECT count(*) FROM caption_jobs r WHERE r.user_id = j.user_id \
+                           AND r.state = 'running' AND r.lease_until_ms >= $4) < $5 \
+                    ORDER BY j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) \
                 RETURNING *";
             run!(conn, |c| diesel::sql_query(sql)
                 .bind::<Text, _>(owner)
                 .bind::<BigInt, _>(lease_until_ms)
                 .bind::<BigInt, _>(now_s)
                 .bind::<BigInt, _>(now_ms)
+                .bind::<BigInt, _>(PER_PERSON)
                 .load::<RunRow>(c)
                 .await)?
         }
@@ -163,16 +170,19 @@ pub async fn claim(
             let sql = "UPDATE caption_jobs SET state = 'running', lease_owner = ?1, \
                 lease_until_ms = ?2, attempts = attempts + 1, \
                 started_at = COALESCE(started_at, ?3), updated_at = ?3, version = version + 1 \
-                WHERE id = (SELECT id FROM caption_jobs \
-                    WHERE (state = 'queued' AND run_after <= ?3) \
-                       OR (state = 'running' AND lease_until_ms < ?4) \
-                    ORDER BY id LIMIT 1) \
+                WHERE id = (SELECT j.id FROM caption_jobs j \
+                    WHERE ((j.state = 'queued' AND j.run_after <= ?3) \
+                       OR (j.state = 'running' AND j.lease_until_ms < ?4)) \
+                      AND (SELECT count(*) FROM caption_jobs r WHERE r.user_id = j.user_id \
+                           AND r.state = 'running' AND r.lease_until_ms >= ?4) < ?5 \
+                    ORDER BY j.id LIMIT 1) \
                 RETURNING *";
             run!(conn, |c| diesel::sql_query(sql)
                 .bind::<Text, _>(owner)
                 .bind::<BigInt, _>(lease_until_ms)
                 .bind::<BigInt, _>(now_s)
                 .bind::<BigInt, _>(now_ms)
+                .bind::<BigInt, _>(PER_PERSON)
                 .load::<RunRow>(c)
                 .await)?
         }
@@ -329,6 +339,36 @@ pub async fn requeue(
         cj::lease_owner.eq(None::<String>),
         cj::lease_until_ms.eq(None::<i64>),
         cj::updated_at.eq(now()),
+        cj::version.eq(cj::version + 1),
+    ))
+    .returning(RunRow::as_returning())
+    .get_result(c)
+    .await
+    .optional())?)
+}
+
+/// Gives a held run back to the queue, due now, without counting the try (the worker stopped).
+pub async fn hand_back(
+    conn: &mut Conn,
+    id: i64,
+    owner: &str,
+    step: &str,
+) -> Result<Option<RunRow>, StoreError> {
+    let now = now();
+    Ok(run!(conn, |c| diesel::update(
+        cj::table
+            .find(id)
+            .filter(cj::lease_owner.eq(owner))
+            .filter(cj::state.eq(RUNNING))
+    )
+    .set((
+        cj::state.eq(QUEUED),
+        cj::step.eq(step),
+        cj::run_after.eq(now),
+        cj::attempts.eq(cj::attempts - 1),
+        cj::lease_owner.eq(None::<String>),
+        cj::lease_until_ms.eq(None::<i64>),
+        cj::updated_at.eq(now),
         cj::version.eq(cj::version + 1),
     ))
     .returning(RunRow::as_returning())

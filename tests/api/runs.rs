@@ -420,7 +420,9 @@ async fn processing_delay_is_waited_between_posts(b: Backend) {
 }
 
 async fn model_failures_mark_images_and_the_run_goes_on(b: Backend) {
-    let s = setup(b, simple_posts(1..=3), 50).await;
+    // One call at a time, so "the first call" is m3's.
+    let one_at_a_time = Options::default().with("CAPTION_CONCURRENCY", "1");
+    let s = setup_with(b, Flavor::Mastodon, simple_posts(1..=3), 50, one_at_a_time).await;
     // m2 always fails with a 5xx (tried three times); the very first call fails once and succeeds
     // when tried again.
     s.model.set(|m| {
@@ -467,7 +469,8 @@ async fn model_failures_mark_images_and_the_run_goes_on(b: Backend) {
 }
 
 async fn cancel_drops_a_held_model_call_within_two_seconds(b: Backend) {
-    let s = setup(b, simple_posts(1..=3), 50).await;
+    let one_at_a_time = Options::default().with("CAPTION_CONCURRENCY", "1");
+    let s = setup_with(b, Flavor::Mastodon, simple_posts(1..=3), 50, one_at_a_time).await;
     let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
     s.model.set(|m| m.hold = Some(hold.clone()));
     s.app.start_run_with(&s.app.client).await;
@@ -542,10 +545,11 @@ async fn a_second_start_says_a_run_is_going(b: Backend) {
 
 async fn two_workers_never_take_the_same_run(b: Backend) {
     let app = spawn_app_with(b, Options::default().with("FEDIALT_WORKER", "false")).await;
-    let user = app.create_user("owner", "user").await;
     let mut conn = app.state.db.conn().await.unwrap();
     let mut platforms = Vec::new();
+    // 24 people with a connection each (one person's runs are carried out two at a time).
     for i in 0..24 {
+        let user = app.create_user(&format!("owner{i}"), "user").await;
         let now = fedialt::store::now();
         let account = format!("acct{i}");
         let id = fedialt::store::platforms::insert(
@@ -561,7 +565,7 @@ async fn two_workers_never_take_the_same_run(b: Backend) {
                 access_token_enc: "sealed",
                 refresh_token_enc: None,
                 description_limit: 1500,
-                is_default: i == 0,
+                is_default: true,
                 needs_reauth: false,
                 created_at: now,
                 updated_at: now,
@@ -570,15 +574,15 @@ async fn two_workers_never_take_the_same_run(b: Backend) {
         )
         .await
         .unwrap();
-        platforms.push(id);
+        platforms.push((user.id, id));
     }
     drop(conn);
     let settings = fedialt::domain::CaptionSettings::defaults();
-    for id in &platforms {
+    for (user, id) in &platforms {
         app.state
             .runs
             .start(
-                fedialt::domain::UserId(user.id),
+                fedialt::domain::UserId(*user),
                 fedialt::domain::PlatformId(*id),
                 &settings,
             )
@@ -704,7 +708,7 @@ async fn a_run_survives_redis_killed_mid_run(b: Backend) {
         Flavor::Mastodon,
         simple_posts(1..=4),
         50,
-        Options::redis(redis.url()),
+        Options::redis(redis.url()).with("CAPTION_CONCURRENCY", "1"),
     )
     .await;
     let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
@@ -833,7 +837,8 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
             &model,
             Options::default()
                 .with("FEDIALT_WORKER", "false")
-                .with("FEDIALT_JOB_LEASE_SECS", "2"),
+                .with("FEDIALT_JOB_LEASE_SECS", "2")
+                .with("CAPTION_CONCURRENCY", "1"),
         ),
     )
     .await;
@@ -852,6 +857,7 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
     let dir = tempdir_for_worker();
     let mut env = worker_env(&app, &model, &dir);
     env.push(("FEDIALT_JOB_LEASE_SECS".to_owned(), "2".to_owned()));
+    env.push(("CAPTION_CONCURRENCY".to_owned(), "1".to_owned()));
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
         .arg("worker")
         .env_clear()
@@ -928,6 +934,7 @@ async fn a_stopping_server_puts_its_run_back_in_the_queue() {
         "FEDIALT_BIND".to_owned(),
         format!("127.0.0.1:{}", free_port()),
     ));
+    env.push(("CAPTION_CONCURRENCY".to_owned(), "1".to_owned()));
     let server = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
         .arg("serve")
         .env_clear()
@@ -1181,4 +1188,128 @@ async fn an_unreachable_model_puts_the_run_back_without_failing_images(b: Backen
 both_databases!(
     later_runs_read_past_drafted_posts_and_retry_failed_images,
     an_unreachable_model_puts_the_run_back_without_failing_images,
+);
+
+/// An instance that serves the same page whatever it is asked, or a Link on another host: the run
+/// ends, counts each post once, and pages by max_id where the Link is not the instance's.
+async fn hostile_paging_ends_and_counts_each_post_once(b: Backend) {
+    let s = setup(b, simple_posts(1..=5), 50).await;
+    s.fake.set(|f| {
+        f.page_size = 2;
+        f.ignore_max_id = true;
+    });
+    for _ in 0..2 {
+        s.app.start_run_with(&s.app.client).await;
+        let status = s
+            .app
+            .finished_run_with(&s.app.client, Duration::from_secs(20))
+            .await;
+        assert_eq!(status["state"], "completed", "{status}");
+    }
+    assert_eq!(media_ids(&s.app.drafts(s.platform_id).await), ["m4", "m5"]);
+    assert_eq!(s.model.total_calls(), 2);
+    assert!(s.fake.state.lock().unwrap().statuses_queries.len() <= 6);
+
+    let s = setup(b, simple_posts(1..=6), 50).await;
+    s.fake.set(|f| {
+        f.page_size = 2;
+        f.link_host = Some("localhost.invalid:1".into());
+    });
+    s.app.start_run_with(&s.app.client).await;
+    let status = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["drafts_made"], 6, "{status}");
+    let queries = s.fake.state.lock().unwrap().statuses_queries.clone();
+    assert!(queries[1].contains("max_id=5"), "{queries:?}");
+}
+
+/// A post claiming many images: only the first 20 are taken, the model is never asked more than
+/// CAPTION_CONCURRENCY at once, and what the model says is cleaned of control characters.
+async fn a_post_with_many_images_is_bounded_and_answers_are_cleaned(b: Backend) {
+    let ids: Vec<String> = (0..30).map(|i| format!("x{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let s = setup(b, vec![FakePost::images(1, &refs)], 50).await;
+    s.model.set(|m| {
+        m.delay = Duration::from_millis(20);
+        m.answer = "A\u{0} cat\u{202e} on {id}.".into();
+    });
+    s.app.start_run_with(&s.app.client).await;
+    let status = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(30))
+        .await;
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["drafts_made"], 20);
+    assert!(s.model.state.lock().unwrap().max_in_flight <= 2);
+    let drafts = s.app.drafts(s.platform_id).await;
+    assert_eq!(
+        drafts[0].alt_text,
+        format!("A cat on {}.", drafts[0].media_id)
+    );
+}
+
+/// One person's many runs do not fill the workers: two of theirs at a time, and someone else's run
+/// starts beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_cannot_take_every_worker() {
+    let model = FakeModel::start().await;
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    model.set(|m| m.hold = Some(hold.clone()));
+    let app = spawn_app_with(Backend::Sqlite, options_with(&model, Options::default())).await;
+    let alice = app.create_user("alice", "user").await;
+    app.login(&alice).await;
+    let mut fakes = Vec::new();
+    for _ in 0..3 {
+        let (fake, id) = app
+            .connect_flavor_with(&app.client, "alice", Flavor::Mastodon)
+            .await;
+        fake.set(|f| f.posts = simple_posts(1..=2));
+        let csrf = app.csrf().await;
+        app.post_form(&format!("/platforms/{id}/switch"), &[("csrf_token", &csrf)])
+            .await;
+        app.set_run_settings(&app.client, 50, "0", false).await;
+        app.start_run_with(&app.client).await;
+        fakes.push(fake);
+    }
+    let bob_client = new_client();
+    let bob = app.create_user("bob", "user").await;
+    app.login_with(&bob_client, &bob.username, PASSWORD).await;
+    let (bob_fake, _) = app
+        .connect_flavor_with(&bob_client, "bob", Flavor::Mastodon)
+        .await;
+    bob_fake.set(|f| f.posts = simple_posts(1..=2));
+    app.set_run_settings(&bob_client, 50, "0", false).await;
+    app.start_run_with(&bob_client).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.run_status_with(&bob_client).await["state"] == "running"
+        })
+        .await,
+        "bob's run starts while alice's hold the model"
+    );
+    let states: Vec<String> = app
+        .run_rows()
+        .await
+        .iter()
+        .map(|r| r.state.clone())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "running").count(),
+        3,
+        "two of alice's and bob's: {states:?}"
+    );
+    hold.add_permits(1000);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.run_rows().await.iter().all(|r| r.state == "completed")
+        })
+        .await
+    );
+}
+
+both_databases!(
+    hostile_paging_ends_and_counts_each_post_once,
+    a_post_with_many_images_is_bounded_and_answers_are_cleaned,
 );

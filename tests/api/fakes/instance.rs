@@ -63,6 +63,10 @@ pub struct FakeState {
     pub exhaust_rate_limit: Option<u64>,
     /// Ignore exclude_reblogs (not every instance honours it).
     pub ignore_exclude_reblogs: bool,
+    /// Ignore max_id: every request gets the first page again.
+    pub ignore_max_id: bool,
+    /// The host the Link header names instead of the one asked (a proxy that rewrites it).
+    pub link_host: Option<String>,
     /// Image downloads per media id.
     pub image_calls: HashMap<String, usize>,
     /// When the statuses and image requests arrived.
@@ -521,7 +525,7 @@ async fn statuses(
     let page: Vec<FakePost> = state
         .posts
         .iter()
-        .filter(|p| query.max_id.is_none_or(|max| p.id < max))
+        .filter(|p| state.ignore_max_id || query.max_id.is_none_or(|max| p.id < max))
         .filter(|p| !(exclude_reblogs && p.reblog))
         .filter(|p| !only_media || !p.media.is_empty())
         .take(limit)
@@ -547,6 +551,10 @@ async fn statuses(
     if shared.flavor == Flavor::Mastodon {
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
             let path = req.path();
+            let base = match &state.link_host {
+                Some(host) => format!("http://{host}"),
+                None => base.clone(),
+            };
             response.insert_header((
                 "Link",
                 format!(
