@@ -132,7 +132,10 @@ impl Application {
             config.platform_timeout,
         )
         .context("could not build the HTTP client")?;
+        let templates = crate::web::templates::build()
+            .map_err(|e| anyhow::anyhow!("the page templates do not parse: {e:?}"))?;
         let state = web::Data::new(AppState {
+            templates,
             http: crate::state::HttpStats::default(),
             background,
             throttle: LoginThrottle::new(db.clone(), cache.clone()),

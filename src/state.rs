@@ -37,6 +37,8 @@ impl HttpStats {
 
 pub struct AppState {
     pub config: Config,
+    /// The page templates, parsed once at start.
+    pub templates: tera::Tera,
     pub http: HttpStats,
     pub db: Db,
     /// The pool as the background tasks use it (their own statement counters).

@@ -35,5 +35,5 @@ pub async fn index(
         .collect();
     Page::new("Administration", Some(&admin), Some(&flashes))
         .with("users", &users)
-        .render("admin/index.html")
+        .render(&state.templates, "admin/index.html")
 }

@@ -17,6 +17,48 @@ pub fn error_page(status: StatusCode, heading: &str, message: &str) -> HttpRespo
     error_page_with_link(status, heading, message, None)
 }
 
+/// An error page to show. Errors become responses where the app's templates are not at hand
+/// (`ResponseError` has no request), so the response carries the page, with a plain fallback body,
+/// and the `error_shapes` middleware, which has the templates, renders it on the way out.
+#[derive(Clone, Debug)]
+pub struct ErrorPage {
+    status: StatusCode,
+    heading: String,
+    message: String,
+    link: Option<(String, String)>,
+}
+
+impl ErrorPage {
+    /// The page with the app's layout.
+    pub fn render(&self, tera: &tera::Tera) -> String {
+        let mut context = tera::Context::new();
+        context.insert("link_href", &self.link.as_ref().map(|l| &l.0));
+        context.insert("link_text", &self.link.as_ref().map(|l| &l.1));
+        context.insert("title", &self.heading);
+        context.insert("heading", &self.heading);
+        context.insert("message", &self.message);
+        context.insert("status", &self.status.as_u16());
+        context.insert("flashes", &Vec::<String>::new());
+        crate::web::templates::render(tera, "errors/error.html", &context)
+            .unwrap_or_else(|_| self.fallback())
+    }
+
+    /// The page without the templates: plain, escaped.
+    fn fallback(&self) -> String {
+        let escape = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        format!(
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{h}</title><h1>{h}</h1><p>{m}</p>",
+            h = escape(&self.heading),
+            m = escape(&self.message)
+        )
+    }
+}
+
 /// An error page that also offers the way on: (href, text).
 pub fn error_page_with_link(
     status: StatusCode,
@@ -24,21 +66,30 @@ pub fn error_page_with_link(
     message: &str,
     link: Option<(&str, &str)>,
 ) -> HttpResponse {
-    let mut context = tera::Context::new();
-    context.insert("link_href", &link.map(|l| l.0));
-    context.insert("link_text", &link.map(|l| l.1));
-    context.insert("title", heading);
-    context.insert("heading", heading);
-    context.insert("message", message);
-    context.insert("status", &status.as_u16());
-    context.insert("flashes", &Vec::<String>::new());
-    let body = crate::web::templates::render("errors/error.html", &context).unwrap_or_else(|_| {
-        format!("<!doctype html><title>{heading}</title><h1>{heading}</h1><p>{message}</p>")
-    });
-    HttpResponse::build(status)
+    let page = ErrorPage {
+        status,
+        heading: heading.to_owned(),
+        message: message.to_owned(),
+        link: link.map(|(h, t)| (h.to_owned(), t.to_owned())),
+    };
+    let mut response = HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
-        .body(body)
+        .body(page.fallback());
+    response.extensions_mut().insert(page);
+    response
+}
+
+/// Renders the error page `response` carries, with the app's templates; other responses pass.
+pub fn render_carried(tera: &tera::Tera, response: HttpResponse) -> HttpResponse {
+    let Some(page) = response.extensions().get::<ErrorPage>().cloned() else {
+        return response;
+    };
+    let mut rendered = HttpResponse::build(response.status()).body(page.render(tera));
+    for (name, value) in response.headers() {
+        rendered.headers_mut().append(name.clone(), value.clone());
+    }
+    rendered
 }
 
 impl ResponseError for AppError {

@@ -92,7 +92,7 @@ pub async fn list(
     Page::new("Runs", Some(&user), Some(&flashes))
         .with("runs", &runs)
         .with("has_accounts", &!accounts.is_empty())
-        .render("runs/list.html")
+        .render(&state.templates, "runs/list.html")
 }
 
 pub async fn show(
@@ -113,5 +113,5 @@ pub async fn show(
             &matches!(row.state.as_str(), "queued" | "running"),
         )
         .with("drafts", &drafts)
-        .render("runs/show.html")
+        .render(&state.templates, "runs/show.html")
 }

@@ -1,6 +1,6 @@
 //! Security headers on every response, and a tracing span with a request id per request.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse, ErrorHandlers, Next};
@@ -106,7 +106,29 @@ pub fn error_shapes<B: MessageBody + 'static>() -> ErrorHandlers<B> {
         .default_handler_server(server_json)
 }
 
-/// A 5xx page on a JSON route becomes JSON with the same status (and Retry-After).
+/// An error page the response carries (see routes::error::ErrorPage), rendered with the app's
+/// templates; None when there is none.
+fn with_rendered_page<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, ServiceResponse<B>> {
+    let carries = res
+        .response()
+        .extensions()
+        .contains::<crate::routes::error::ErrorPage>();
+    let Some(state) = res.request().app_data::<web::Data<AppState>>().cloned() else {
+        return Err(res);
+    };
+    if !carries {
+        return Err(res);
+    }
+    let (req, original) = res.into_parts();
+    let original = original.map_into_boxed_body();
+    let rendered = crate::routes::error::render_carried(&state.templates, original);
+    Ok(ServiceResponse::new(req, rendered).map_into_right_body())
+}
+
+/// A 5xx page on a JSON route becomes JSON with the same status (and Retry-After); on other
+/// routes the page is rendered.
 fn server_json<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
@@ -116,7 +138,9 @@ fn server_json<B: MessageBody + 'static>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/html"));
     if !html || !crate::auth::user::wants_json(res.request()) {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        return Ok(ErrorHandlerResponse::Response(
+            with_rendered_page(res).unwrap_or_else(|res| res.map_into_left_body()),
+        ));
     }
     let status = res.status();
     let message = if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
@@ -151,7 +175,9 @@ fn reshape<B: MessageBody + 'static>(
             400 | 404 | 405 | 411 | 413 | 414 | 415 | 431
         )
     {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        return Ok(ErrorHandlerResponse::Response(
+            with_rendered_page(res).unwrap_or_else(|res| res.map_into_left_body()),
+        ));
     }
     let (heading, message) = match status.as_u16() {
         404 => (
@@ -180,7 +206,11 @@ fn reshape<B: MessageBody + 'static>(
     let mut replacement = if crate::auth::user::wants_json(&req) {
         actix_web::HttpResponse::build(status).json(serde_json::json!({ "error": message }))
     } else {
-        crate::routes::error::error_page(status, heading, message)
+        let page = crate::routes::error::error_page(status, heading, message);
+        match req.app_data::<web::Data<AppState>>() {
+            Some(state) => crate::routes::error::render_carried(&state.templates, page),
+            None => page,
+        }
     };
     for name in [ALLOW, RETRY_AFTER] {
         if let Some(value) = original.headers().get(&name) {
@@ -230,6 +260,9 @@ pub async fn session_failures(
         crate::routes::error::AppError::Internal(anyhow::anyhow!("session store: {error}"))
             .error_response()
     };
+    if let Some(state) = &state {
+        response = crate::routes::error::render_carried(&state.templates, response);
+    }
     let https = state.as_ref().is_some_and(|s| s.config.secure_cookies());
     for (name, value) in security_header_list(https) {
         response.headers_mut().insert(

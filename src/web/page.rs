@@ -100,12 +100,14 @@ impl Page {
         self.with("errors", &list)
     }
 
-    pub fn render(self, template: &str) -> Result<HttpResponse, AppError> {
-        self.render_status(StatusCode::OK, template)
+    /// The page, rendered with the templates built at start (`AppState::templates`).
+    pub fn render(self, tera: &tera::Tera, template: &str) -> Result<HttpResponse, AppError> {
+        self.render_status(tera, StatusCode::OK, template)
     }
 
     pub fn render_status(
         self,
+        tera: &tera::Tera,
         status: StatusCode,
         template: &str,
     ) -> Result<HttpResponse, AppError> {
@@ -114,7 +116,7 @@ impl Page {
             None => {
                 let mut json = self.json;
                 json.push(b'}');
-                crate::web::templates::render_memoized(template, json)
+                crate::web::templates::render_memoized(tera, template, json)
             }
         };
         let body = rendered

@@ -1,7 +1,6 @@
 //! Tera templates, embedded in the binary so it runs from any directory.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use actix_web::web::Bytes;
 
@@ -32,16 +31,9 @@ pub fn build() -> Result<Tera, tera::Error> {
     Ok(tera)
 }
 
-/// The templates, parsed once. Error pages are rendered from places that have no app state.
-pub fn tera() -> Result<&'static Tera, String> {
-    static TERA: OnceLock<Result<Tera, String>> = OnceLock::new();
-    TERA.get_or_init(|| build().map_err(|e| format!("{e:?}")))
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-pub fn render(name: &str, context: &tera::Context) -> Result<String, String> {
-    tera()?.render(name, context).map_err(|e| {
+/// Renders `name` with the templates built at start (AppState::templates).
+pub fn render(tera: &Tera, name: &str, context: &tera::Context) -> Result<String, String> {
+    tera.render(name, context).map_err(|e| {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -68,7 +60,11 @@ thread_local! {
 
 /// Renders `name` with the context given as a JSON object's text, reusing the page rendered for
 /// the same template and text before.
-pub fn render_memoized(name: &str, mut context_json: Vec<u8>) -> Result<Bytes, String> {
+pub fn render_memoized(
+    tera: &Tera,
+    name: &str,
+    mut context_json: Vec<u8>,
+) -> Result<Bytes, String> {
     let json_len = context_json.len();
     context_json.push(0);
     context_json.extend_from_slice(name.as_bytes());
@@ -79,7 +75,7 @@ pub fn render_memoized(name: &str, mut context_json: Vec<u8>) -> Result<Bytes, S
     let value: serde_json::Value = serde_json::from_slice(&key[..json_len])
         .map_err(|e| format!("the page context is not JSON: {e}"))?;
     let context = tera::Context::from_value(value).map_err(|e| e.to_string())?;
-    let page = Bytes::from(render(name, &context)?);
+    let page = Bytes::from(render(tera, name, &context)?);
     let size = key.len() + page.len();
     MEMO.with_borrow_mut(|memo| memo.insert(key, page.clone(), size));
     Ok(page)
@@ -101,9 +97,10 @@ mod tests {
 
     #[test]
     fn the_memo_serves_the_same_page_for_the_same_input_only() {
-        let first = super::render_memoized("errors/error.html", context("First")).unwrap();
-        let again = super::render_memoized("errors/error.html", context("First")).unwrap();
-        let other = super::render_memoized("errors/error.html", context("Other")).unwrap();
+        let tera = super::build().unwrap();
+        let first = super::render_memoized(&tera, "errors/error.html", context("First")).unwrap();
+        let again = super::render_memoized(&tera, "errors/error.html", context("First")).unwrap();
+        let other = super::render_memoized(&tera, "errors/error.html", context("Other")).unwrap();
         // The second render of the same input is the memo's own copy, not a new string.
         assert_eq!(first.as_ptr(), again.as_ptr());
         assert!(String::from_utf8_lossy(&first).contains("First"));
@@ -113,8 +110,10 @@ mod tests {
 
     #[test]
     fn the_memo_stays_within_its_budget() {
+        let tera = super::build().unwrap();
         for i in 0..(2 * super::MEMO_BUDGET / 1024) {
-            super::render_memoized("errors/error.html", context(&format!("page {i}"))).unwrap();
+            super::render_memoized(&tera, "errors/error.html", context(&format!("page {i}")))
+                .unwrap();
         }
         super::MEMO.with_borrow(|memo| {
             assert!(memo.bytes() <= super::MEMO_BUDGET);

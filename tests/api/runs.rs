@@ -1313,3 +1313,29 @@ both_databases!(
     hostile_paging_ends_and_counts_each_post_once,
     a_post_with_many_images_is_bounded_and_answers_are_cleaned,
 );
+
+/// Error pages come with the app's layout whichever layer made them: a handler's own error, an
+/// id actix could not parse, a form without its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_have_the_layout() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let user = app.create_user("alice", "user").await;
+    app.login(&user).await;
+    for (path, status, heading) in [
+        ("/runs/12345", 404, "Page not found"),
+        ("/runs/not-a-number", 404, "Page not found"),
+        ("/no/such/page", 404, "Page not found"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("/static/app.css"), "{path}: {body}");
+        assert!(body.contains(heading), "{path}");
+    }
+    let r = app
+        .post_form("/caption_generation/start", &[("csrf_token", "forged")])
+        .await;
+    assert_eq!(r.status().as_u16(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/static/app.css") && body.contains("This form has expired"));
+}

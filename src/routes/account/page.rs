@@ -85,7 +85,7 @@ pub async fn render(
     Page::new("Your account", Some(user), flashes)
         .with("sessions", &sessions)
         .with_errors(errors)
-        .render_status(status, "account/index.html")
+        .render_status(&state.templates, status, "account/index.html")
 }
 
 pub async fn show(

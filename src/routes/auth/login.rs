@@ -69,7 +69,7 @@ async fn login_page(
         .with("next", &next)
         .with("error", &error)
         .with("no_users", &no_users)
-        .render_status(status, "auth/login.html")?;
+        .render_status(&state.templates, status, "auth/login.html")?;
     if existing.is_none() {
         response.add_cookie(&csrf::login_cookie(&token, secure))?;
     }

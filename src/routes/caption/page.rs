@@ -40,7 +40,7 @@ pub async fn show(
         .with("settings", s)
         .with("saved", &view.settings.saved)
         .with("delay", &format_seconds(s.processing_delay))
-        .render("caption/generation.html")
+        .render(&state.templates, "caption/generation.html")
 }
 
 /// A run's state in words.

@@ -24,6 +24,7 @@ pub struct SettingsForm {
 }
 
 fn render(
+    tera: &tera::Tera,
     user: &CurrentUser,
     view: &CaptionView,
     flashes: Option<&IncomingFlashMessages>,
@@ -71,7 +72,7 @@ fn render(
         .with("saved", &view.settings.saved)
         .with("unavailable", &unavailable)
         .with_errors(errors)
-        .render_status(status, "caption/settings.html")
+        .render_status(tera, status, "caption/settings.html")
         .map(|mut response| {
             if unavailable {
                 response.headers_mut().insert(
@@ -93,7 +94,15 @@ pub async fn form(
 ) -> Result<HttpResponse, AppError> {
     let view = view_or_redirect(&state, &session, user.uid, false).await?;
     let values = RawSettings::from_settings(&view.settings.settings);
-    render(&user, &view, Some(&flashes), StatusCode::OK, &values, &[])
+    render(
+        &state.templates,
+        &user,
+        &view,
+        Some(&flashes),
+        StatusCode::OK,
+        &values,
+        &[],
+    )
 }
 
 pub async fn save(
@@ -109,6 +118,7 @@ pub async fn save(
         Ok(settings) => settings,
         Err(errors) => {
             return render(
+                &state.templates,
                 &user,
                 &view,
                 None,
@@ -136,6 +146,7 @@ pub async fn save(
         Err(SettingsError::Store(e)) if e.is_unavailable() => {
             tracing::warn!(error = %e, "settings not saved: the database is away");
             render(
+                &state.templates,
                 &user,
                 &view,
                 None,

@@ -23,7 +23,7 @@ pub async fn confirm(
     Page::new("Remove an account", Some(&user), Some(&flashes))
         .with("platform", &platform)
         .with("handle", &platform.handle())
-        .render("platforms/delete.html")
+        .render(&state.templates, "platforms/delete.html")
 }
 
 pub async fn delete(

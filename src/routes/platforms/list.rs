@@ -62,7 +62,7 @@ pub async fn render(
         .with("platforms", &lines)
         .with("form", form)
         .with_errors(errors)
-        .render_status(status, "platforms/index.html")
+        .render_status(&state.templates, status, "platforms/index.html")
 }
 
 #[derive(serde::Deserialize)]
