@@ -123,15 +123,7 @@ impl Application {
         let flash_key = Key::from(&keys.flash);
         let secure = config.secure_cookies();
         let idle = actix_web::cookie::time::Duration::seconds(config.session_idle.as_secs() as i64);
-        let instances = InstanceClient::new(
-            AddressPolicy {
-                allow_private: config.allow_private_network,
-                exempt: config.allowed_private_addresses.clone(),
-                overrides: config.dns_overrides.clone(),
-            },
-            config.platform_timeout,
-        )
-        .context("could not build the HTTP client")?;
+        let instances = instance_client(&config)?;
         let templates = crate::web::templates::build()
             .map_err(|e| anyhow::anyhow!("the page templates do not parse: {e:?}"))?;
         let state = web::Data::new(AppState {
@@ -216,6 +208,19 @@ impl Application {
     }
 }
 
+/// The client for instances and their images, behind the private-address guard.
+fn instance_client(config: &Config) -> anyhow::Result<InstanceClient> {
+    InstanceClient::new(
+        AddressPolicy {
+            allow_private: config.allow_private_network,
+            exempt: config.allowed_private_addresses.clone(),
+            overrides: config.dns_overrides.clone(),
+        },
+        config.platform_timeout,
+    )
+    .context("could not build the HTTP client")
+}
+
 /// The worker of this process: caption runs, with the instance and model clients it needs.
 fn build_worker(
     config: &Config,
@@ -224,15 +229,7 @@ fn build_worker(
     runs: &RunService,
     secrets: &SecretBox,
 ) -> anyhow::Result<Worker> {
-    let instances = InstanceClient::new(
-        AddressPolicy {
-            allow_private: config.allow_private_network,
-            exempt: config.allowed_private_addresses.clone(),
-            overrides: config.dns_overrides.clone(),
-        },
-        config.platform_timeout,
-    )
-    .context("could not build the HTTP client")?;
+    let instances = instance_client(config)?;
     let captioner = Captioner::new(config.caption.clone())
         .context("could not build the model's HTTP client")?;
     Ok(Worker::new(

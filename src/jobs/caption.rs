@@ -188,6 +188,15 @@ impl Worker {
         let _ = keeper.await;
         inner.runs.stops.forget(row.id);
         let owner = inner.id.as_str();
+        let fail = |reason: String| {
+            inner.runs.finish(
+                run,
+                owner,
+                store::runs::FAILED,
+                "Stopped: the reason is below".into(),
+                Some(reason),
+            )
+        };
         let recorded = match outcome {
             Ok(step) => {
                 inner
@@ -203,18 +212,7 @@ impl Worker {
                     .hand_back(run, owner, "Waiting for a worker".into())
                     .await
             }
-            Err(Failure::Fatal(reason)) => {
-                inner
-                    .runs
-                    .finish(
-                        run,
-                        owner,
-                        store::runs::FAILED,
-                        "Stopped: the reason is below".into(),
-                        Some(reason),
-                    )
-                    .await
-            }
+            Err(Failure::Fatal(reason)) => fail(reason).await,
             Err(Failure::Transient(reason))
             | Err(Failure::Store(StoreError::Unavailable(reason)))
                 if row.attempts < MAX_ATTEMPTS =>
@@ -233,30 +231,10 @@ impl Worker {
                     )
                     .await
             }
-            Err(Failure::Transient(reason)) => {
-                inner
-                    .runs
-                    .finish(
-                        run,
-                        owner,
-                        store::runs::FAILED,
-                        "Stopped: the reason is below".into(),
-                        Some(reason),
-                    )
-                    .await
-            }
+            Err(Failure::Transient(reason)) => fail(reason).await,
             Err(Failure::Store(error)) => {
                 tracing::warn!(run = row.id, error = %error, "a run stopped on a database error");
-                inner
-                    .runs
-                    .finish(
-                        run,
-                        owner,
-                        store::runs::FAILED,
-                        "Stopped: the reason is below".into(),
-                        Some("fedialt's database failed during the run; start it again".into()),
-                    )
-                    .await
+                fail("fedialt's database failed during the run; start it again".into()).await
             }
         };
         if let Err(error) = recorded {

@@ -198,15 +198,10 @@ pub async fn renew(
     owner: &str,
     lease_until_ms: i64,
 ) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(
-        cj::table
-            .find(id)
-            .filter(cj::lease_owner.eq(owner))
-            .filter(cj::state.eq(RUNNING))
-    )
-    .set(cj::lease_until_ms.eq(lease_until_ms))
-    .execute(c)
-    .await)?;
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set(cj::lease_until_ms.eq(lease_until_ms))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 
@@ -220,6 +215,22 @@ pub async fn still_held(conn: &mut Conn, id: i64, owner: &str) -> Result<bool, S
         .get_result::<i64>(c)
         .await)?;
     Ok(n == 1)
+}
+
+type Held<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Find<cj::table, i64>,
+        diesel::dsl::Eq<cj::lease_owner, &'a str>,
+    >,
+    diesel::dsl::Eq<cj::state, &'static str>,
+>;
+
+/// The run, while `owner` holds it: every write of a worker goes through this.
+fn held(id: i64, owner: &str) -> Held<'_> {
+    cj::table
+        .find(id)
+        .filter(cj::lease_owner.eq(owner))
+        .filter(cj::state.eq(RUNNING))
 }
 
 /// What a step of a run adds to its counters.
@@ -243,10 +254,7 @@ pub async fn advance(
     owner: &str,
     p: &Progress,
 ) -> Result<Option<RunRow>, StoreError> {
-    let held = cj::table
-        .find(id)
-        .filter(cj::lease_owner.eq(owner))
-        .filter(cj::state.eq(RUNNING));
+    let held = held(id, owner);
     let counters = (
         cj::posts_seen.eq(cj::posts_seen + p.posts_seen),
         cj::posts_scanned.eq(cj::posts_scanned + p.posts_scanned),
@@ -296,26 +304,21 @@ pub async fn finish(
     error: Option<&str>,
 ) -> Result<Option<RunRow>, StoreError> {
     let now = now();
-    Ok(run!(conn, |c| diesel::update(
-        cj::table
-            .find(id)
-            .filter(cj::lease_owner.eq(owner))
-            .filter(cj::state.eq(RUNNING))
-    )
-    .set((
-        cj::state.eq(state),
-        cj::step.eq(step),
-        cj::error.eq(error),
-        cj::lease_owner.eq(None::<String>),
-        cj::lease_until_ms.eq(None::<i64>),
-        cj::finished_at.eq(now),
-        cj::updated_at.eq(now),
-        cj::version.eq(cj::version + 1),
-    ))
-    .returning(RunRow::as_returning())
-    .get_result(c)
-    .await
-    .optional())?)
+    Ok(run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            cj::state.eq(state),
+            cj::step.eq(step),
+            cj::error.eq(error),
+            cj::lease_owner.eq(None::<String>),
+            cj::lease_until_ms.eq(None::<i64>),
+            cj::finished_at.eq(now),
+            cj::updated_at.eq(now),
+            cj::version.eq(cj::version + 1),
+        ))
+        .returning(RunRow::as_returning())
+        .get_result(c)
+        .await
+        .optional())?)
 }
 
 /// Puts a held run back in the queue after a failure worth retrying, due at `run_after`.
@@ -326,25 +329,20 @@ pub async fn requeue(
     run_after: i64,
     step: &str,
 ) -> Result<Option<RunRow>, StoreError> {
-    Ok(run!(conn, |c| diesel::update(
-        cj::table
-            .find(id)
-            .filter(cj::lease_owner.eq(owner))
-            .filter(cj::state.eq(RUNNING))
-    )
-    .set((
-        cj::state.eq(QUEUED),
-        cj::step.eq(step),
-        cj::run_after.eq(run_after),
-        cj::lease_owner.eq(None::<String>),
-        cj::lease_until_ms.eq(None::<i64>),
-        cj::updated_at.eq(now()),
-        cj::version.eq(cj::version + 1),
-    ))
-    .returning(RunRow::as_returning())
-    .get_result(c)
-    .await
-    .optional())?)
+    Ok(run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            cj::state.eq(QUEUED),
+            cj::step.eq(step),
+            cj::run_after.eq(run_after),
+            cj::lease_owner.eq(None::<String>),
+            cj::lease_until_ms.eq(None::<i64>),
+            cj::updated_at.eq(now()),
+            cj::version.eq(cj::version + 1),
+        ))
+        .returning(RunRow::as_returning())
+        .get_result(c)
+        .await
+        .optional())?)
 }
 
 /// Gives a held run back to the queue, due now, without counting the try (the worker stopped).
@@ -355,26 +353,21 @@ pub async fn hand_back(
     step: &str,
 ) -> Result<Option<RunRow>, StoreError> {
     let now = now();
-    Ok(run!(conn, |c| diesel::update(
-        cj::table
-            .find(id)
-            .filter(cj::lease_owner.eq(owner))
-            .filter(cj::state.eq(RUNNING))
-    )
-    .set((
-        cj::state.eq(QUEUED),
-        cj::step.eq(step),
-        cj::run_after.eq(now),
-        cj::attempts.eq(cj::attempts - 1),
-        cj::lease_owner.eq(None::<String>),
-        cj::lease_until_ms.eq(None::<i64>),
-        cj::updated_at.eq(now),
-        cj::version.eq(cj::version + 1),
-    ))
-    .returning(RunRow::as_returning())
-    .get_result(c)
-    .await
-    .optional())?)
+    Ok(run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            cj::state.eq(QUEUED),
+            cj::step.eq(step),
+            cj::run_after.eq(now),
+            cj::attempts.eq(cj::attempts - 1),
+            cj::lease_owner.eq(None::<String>),
+            cj::lease_until_ms.eq(None::<i64>),
+            cj::updated_at.eq(now),
+            cj::version.eq(cj::version + 1),
+        ))
+        .returning(RunRow::as_returning())
+        .get_result(c)
+        .await
+        .optional())?)
 }
 
 /// Cancels the connection's active run, whoever holds it; the worker sees it within its check

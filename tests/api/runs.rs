@@ -858,15 +858,7 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
     let mut env = worker_env(&app, &model, &dir);
     env.push(("FEDIALT_JOB_LEASE_SECS".to_owned(), "2".to_owned()));
     env.push(("CAPTION_CONCURRENCY".to_owned(), "1".to_owned()));
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = fedialt_process("worker", env);
     let third_held = eventually(Duration::from_secs(30), || async {
         model.state.lock().unwrap().calls.len() == 3
     })
@@ -899,6 +891,19 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
     assert_eq!(status["drafts_made"], 6, "{status}");
     assert_eq!(status["posts_scanned"], 6);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The real binary (`fedialt worker` or `serve`) with exactly this environment, quiet.
+fn fedialt_process(command: &str, env: Vec<(String, String)>) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
+        .arg(command)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn tempdir_for_worker() -> std::path::PathBuf {
@@ -935,15 +940,7 @@ async fn a_stopping_server_puts_its_run_back_in_the_queue() {
         format!("127.0.0.1:{}", free_port()),
     ));
     env.push(("CAPTION_CONCURRENCY".to_owned(), "1".to_owned()));
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = fedialt_process("serve", env);
     let held = eventually(Duration::from_secs(30), || async {
         model.total_calls() == 1
     })
@@ -1006,18 +1003,11 @@ async fn a_new_run_wakes_a_worker_in_another_process_at_once() {
     fake.set(|f| f.posts = simple_posts(1..=2));
     app.set_run_settings(&app.client, 50, "0", false).await;
     let dir = tempdir_for_worker();
-    let mut worker = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
-            .arg("worker")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(worker_env(&app, &model, &dir))
-            .env("FEDIALT_JOB_POLL_SECS", "60")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = KillOnDrop(fedialt_process("worker", {
+        let mut env = worker_env(&app, &model, &dir);
+        env.push(("FEDIALT_JOB_POLL_SECS".to_owned(), "60".to_owned()));
+        env
+    }));
     // Its first look for work happens at its start; give it time to be idle and listening.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = Instant::now();
