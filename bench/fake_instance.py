@@ -12,9 +12,11 @@ header, and the images themselves. Ollama side (CAPTION_BASE_URL=http://127.0.0.
 """
 import json
 import os
+import struct
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -23,9 +25,20 @@ TOKEN = sys.argv[2] if len(sys.argv) > 2 else "bench-token"
 POSTS = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 MODEL_DELAY = float(os.environ.get("MODEL_DELAY_MS", "0")) / 1000
 BASE = f"http://127.0.0.1:{PORT}"
-IMAGE = b"\x89PNG\r\n\x1a\n" + b"x" * 4096
+
+
+def png(width=320, height=240):
+    """A real grey-gradient PNG (fedialt decodes what it sends the model)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes((x + y) % 256 for x in range(width)) for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+IMAGE = png()
 LOCK = threading.Lock()
-STATS = {"model_calls": 0, "statuses_calls": 0, "image_calls": 0, "model_calls_per_image": {}}
+STATS = {"model_calls": 0, "statuses_calls": 0, "image_calls": 0}
 
 
 def post(i):
@@ -97,8 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path.startswith("/media/"):
             with LOCK:
                 STATS["image_calls"] += 1
-            media_id = url.path[len("/media/"):].split(".")[0].replace("_small", "")
-            body = IMAGE + f"fake-image:{media_id}:".encode()
+            body = IMAGE
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(body)))
@@ -115,11 +127,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if self.path == "/api/chat":
             request = json.loads(body or b"{}")
-            image = request.get("messages", [{}])[0].get("images", [""])[0]
             with LOCK:
                 STATS["model_calls"] += 1
-                per = STATS["model_calls_per_image"]
-                per[image[-24:]] = per.get(image[-24:], 0) + 1
             if MODEL_DELAY:
                 time.sleep(MODEL_DELAY)
             self.send_json(200, {"model": request.get("model"), "created_at": "2026-11-29T10:00:00Z",

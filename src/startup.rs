@@ -243,6 +243,7 @@ fn build_worker(
             lease: config.job_lease,
             poll: config.job_poll,
             max_image_bytes: config.max_image_bytes,
+            max_image_pixels: config.max_image_pixels,
         },
     ))
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::config::{CaptionBackend, CaptionConfig};
 use crate::domain::CaptionSettings;
 
+pub mod images;
 pub mod prompt;
 
 /// Tries of one model call before the image is marked failed.

@@ -701,11 +701,15 @@ impl Worker {
             .acquire()
             .await
             .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
-        let image = inner
+        let downloaded = inner
             .instances
             .download(&media.url, inner.config.max_image_bytes)
             .await
             .map_err(|e| NotDescribed::Image(e.to_string()))?;
+        let image =
+            crate::captioning::images::prepare_blocking(downloaded, inner.config.max_image_pixels)
+                .await
+                .map_err(|e| NotDescribed::Image(e.to_string()))?;
         let _slot = inner
             .slots
             .acquire()
@@ -713,7 +717,12 @@ impl Worker {
             .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
         inner
             .captioner
-            .describe(&image, settings, &status.text, status.language.as_deref())
+            .describe(
+                &image.jpeg,
+                settings,
+                &status.text,
+                status.language.as_deref(),
+            )
             .await
             .map_err(|e| match e {
                 ModelError::Unreachable(reason) => NotDescribed::ModelAway(reason),

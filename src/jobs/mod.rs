@@ -40,6 +40,7 @@ pub struct WorkerConfig {
     /// How often an idle worker looks for work without being woken.
     pub poll: Duration,
     pub max_image_bytes: u64,
+    pub max_image_pixels: u64,
 }
 
 struct Inner {

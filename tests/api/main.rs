@@ -11,6 +11,7 @@ mod fakes;
 mod hardening;
 mod health;
 mod helpers;
+mod images;
 mod login;
 mod migrations;
 mod near_cache;

@@ -71,6 +71,8 @@ pub struct FakeState {
     pub image_calls: HashMap<String, usize>,
     /// When the statuses and image requests arrived.
     pub request_times: Vec<(String, std::time::Instant)>,
+    /// Files served instead of the usual PNG, by media id: the bytes and the Content-Type sent.
+    pub media_files: HashMap<String, (Vec<u8>, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -125,12 +127,10 @@ impl FakePost {
     }
 }
 
-/// The bytes the fake serves for a media id's image: the model fake reads the id back from them.
+/// The bytes the fake serves for a media id's image (a PNG the model fake reads the id back from),
+/// unless the test gave that id a file of its own.
 pub fn image_bytes(media_id: &str) -> Vec<u8> {
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.extend_from_slice(format!("fake-image:{media_id}:").as_bytes());
-    bytes.extend(std::iter::repeat_n(b'x', 2048));
-    bytes
+    crate::fakes::pixels::png(media_id)
 }
 
 pub struct FakeInstance {
@@ -583,6 +583,11 @@ async fn media_file(shared: web::Data<Shared>, path: web::Path<String>) -> HttpR
         state
             .request_times
             .push((format!("image:{id}"), std::time::Instant::now()));
+    }
+    if let Some((bytes, content_type)) = state.media_files.get(&id) {
+        return HttpResponse::Ok()
+            .content_type(content_type.as_str())
+            .body(bytes.clone());
     }
     HttpResponse::Ok()
         .content_type("image/png")

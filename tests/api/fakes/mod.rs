@@ -2,3 +2,4 @@
 
 pub mod instance;
 pub mod model;
+pub mod pixels;

@@ -19,6 +19,8 @@ pub struct ModelState {
     pub calls: HashMap<String, usize>,
     /// Every request body, in order.
     pub requests: Vec<Value>,
+    /// Every image sent, as the model saw it.
+    pub seen: Vec<Seen>,
     /// When a request arrived and (if it was answered) when it was answered, per media id.
     pub times: Vec<(String, Instant)>,
     /// Requests whose client went away before the answer (dropped by a cancel).
@@ -126,15 +128,29 @@ impl FakeModel {
     }
 }
 
-/// The media id inside an image the fake instance served.
-fn media_of(image_b64: &str) -> Option<String> {
+/// What the model was sent: the media id drawn on the image, its size and its format.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub media: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+    pub bytes: usize,
+}
+
+fn look_at(image_b64: &str) -> Option<Seen> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(image_b64)
         .ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let start = text.find("fake-image:")? + "fake-image:".len();
-    let end = text[start..].find(':')? + start;
-    Some(text[start..end].to_owned())
+    let format = image::guess_format(&bytes).ok()?;
+    let image = image::load_from_memory(&bytes).ok()?;
+    Some(Seen {
+        media: crate::fakes::pixels::read(&image).unwrap_or_default(),
+        width: image.width(),
+        height: image.height(),
+        format: format!("{format:?}"),
+        bytes: bytes.len(),
+    })
 }
 
 async fn respond(
@@ -142,10 +158,12 @@ async fn respond(
     body: &Value,
     image: Option<String>,
 ) -> Result<String, HttpResponse> {
-    let media = image.as_deref().and_then(media_of).unwrap_or_default();
+    let seen = image.as_deref().and_then(look_at);
+    let media = seen.as_ref().map(|s| s.media.clone()).unwrap_or_default();
     let (hold, delay) = {
         let mut s = state.lock().unwrap();
         s.requests.push(body.clone());
+        s.seen.extend(seen);
         *s.calls.entry(media.clone()).or_default() += 1;
         s.times.push((media.clone(), Instant::now()));
         s.in_flight += 1;

@@ -1,0 +1,206 @@
+//! What the model is shown: the image decoded (JPEG, PNG, WebP, the first frame of a GIF) from
+//! what its bytes say it is (never the Content-Type), its size checked against
+//! FEDIALT_MAX_IMAGE_PIXELS before any pixel is decoded (a decompression bomb costs a header
+//! read), turned upright by its EXIF orientation, scaled to at most 1024 px on the long side
+//! (SIMD Lanczos3), and re-encoded as JPEG. Runs on a blocking thread.
+
+use std::io::Cursor;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::codecs::jpeg::JpegEncoder;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+/// The long side of what the model sees.
+pub const LONG_SIDE: u32 = 1024;
+const JPEG_QUALITY: u8 = 85;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("the file is not an image fedialt can read (JPEG, PNG, WebP or GIF)")]
+    NotAnImage,
+    #[error(
+        "the image is {width}×{height} pixels, more than the {max} fedialt accepts \
+         (FEDIALT_MAX_IMAGE_PIXELS)"
+    )]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    #[error("the image could not be decoded: it is damaged or cut short")]
+    Broken,
+}
+
+/// The image as the model gets it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `prepare`, off the async threads.
+pub async fn prepare_blocking(bytes: Vec<u8>, max_pixels: u64) -> Result<Prepared, ImageError> {
+    tokio::task::spawn_blocking(move || prepare(&bytes, max_pixels))
+        .await
+        .unwrap_or(Err(ImageError::Broken))
+}
+
+pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<Prepared, ImageError> {
+    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(ImageError::NotAnImage);
+    }
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_decoder()
+        .map_err(|_| ImageError::Broken)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageError::Broken);
+    }
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ImageError::TooManyPixels {
+            width,
+            height,
+            max: max_pixels,
+        });
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // The decoded pixels (at most 4 bytes each, 8 for 16-bit PNG) and the decoder's own buffers.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder
+        .set_limits(limits)
+        .map_err(|_| ImageError::TooManyPixels {
+            width,
+            height,
+            max: max_pixels,
+        })?;
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|_| ImageError::Broken)?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    let rgb = flatten(image);
+    let (width, height) = fit(rgb.width(), rgb.height());
+    let scaled = if (width, height) == rgb.dimensions() {
+        rgb
+    } else {
+        let mut scaled = RgbImage::new(width, height);
+        Resizer::new()
+            .resize(
+                &rgb,
+                &mut scaled,
+                &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)),
+            )
+            .map_err(|_| ImageError::Broken)?;
+        scaled
+    };
+    let mut jpeg = Vec::with_capacity(256 << 10);
+    JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
+        .encode_image(&scaled)
+        .map_err(|_| ImageError::Broken)?;
+    Ok(Prepared {
+        jpeg,
+        width,
+        height,
+    })
+}
+
+/// RGB; transparent parts laid over white (as a page shows them), not turned black.
+fn flatten(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let mut rgb = RgbImage::new(rgba.width(), rgba.height());
+    for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
+        let alpha = u32::from(px[3]);
+        for c in 0..3 {
+            out[c] = ((u32::from(px[c]) * alpha + 255 * (255 - alpha)) / 255) as u8;
+        }
+    }
+    rgb
+}
+
+/// The size within LONG_SIDE on the long side, keeping the aspect ratio (never upscaled).
+fn fit(width: u32, height: u32) -> (u32, u32) {
+    let long = width.max(height);
+    if long <= LONG_SIDE {
+        return (width, height);
+    }
+    let scale = f64::from(LONG_SIDE) / f64::from(long);
+    let w = ((f64::from(width) * scale).round() as u32).clamp(1, LONG_SIDE);
+    let h = ((f64::from(height) * scale).round() as u32).clamp(1, LONG_SIDE);
+    (w, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn large_images_are_scaled_to_the_long_side() {
+        let big =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(3000, 1500, image::Rgb([9, 99, 199])));
+        for format in [ImageFormat::Png, ImageFormat::Jpeg] {
+            let prepared = prepare(&encoded(&big, format), 50_000_000).unwrap();
+            assert_eq!((prepared.width, prepared.height), (1024, 512));
+            let back = image::load_from_memory(&prepared.jpeg).unwrap();
+            assert_eq!(
+                image::guess_format(&prepared.jpeg).unwrap(),
+                ImageFormat::Jpeg
+            );
+            assert_eq!((back.width(), back.height()), (1024, 512));
+        }
+        let small = DynamicImage::ImageRgb8(RgbImage::new(300, 200));
+        let prepared = prepare(&encoded(&small, ImageFormat::Png), 50_000_000).unwrap();
+        assert_eq!(
+            (prepared.width, prepared.height),
+            (300, 200),
+            "never upscaled"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_readable_image_is_refused_with_a_reason() {
+        assert_eq!(
+            prepare(b"<html>hello</html>", 1000).unwrap_err(),
+            ImageError::NotAnImage
+        );
+        let png = encoded(
+            &DynamicImage::ImageRgb8(RgbImage::new(64, 64)),
+            ImageFormat::Png,
+        );
+        assert_eq!(
+            prepare(&png[..png.len() / 2], 1_000_000).unwrap_err(),
+            ImageError::Broken
+        );
+        let too_big = prepare(&png, 1000).unwrap_err();
+        assert_eq!(
+            too_big,
+            ImageError::TooManyPixels {
+                width: 64,
+                height: 64,
+                max: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn transparency_is_laid_over_white() {
+        let clear = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            4,
+            4,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let rgb = flatten(clear);
+        assert_eq!(rgb.get_pixel(0, 0), &image::Rgb([255, 255, 255]));
+    }
+}
