@@ -7,13 +7,22 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{CaptionBackend, CaptionConfig};
 use crate::domain::CaptionSettings;
 
 pub mod images;
+pub mod ollama;
+pub mod openai;
 pub mod prompt;
+
+/// What differs between the model servers: where to post, what to send, where the text is.
+pub trait Backend: Send + Sync {
+    fn url(&self, base: &str) -> String;
+    fn body(&self, model: &str, prompt: &str, image_b64: &str) -> Value;
+    fn text<'a>(&self, answer: &'a Value) -> Option<&'a str>;
+}
 
 /// Tries of one model call before the image is marked failed.
 const TRIES: u32 = 3;
@@ -37,6 +46,7 @@ pub enum ModelError {
 pub struct Captioner {
     http: reqwest::Client,
     config: CaptionConfig,
+    backend: std::sync::Arc<dyn Backend>,
     backoff: Duration,
 }
 
@@ -50,9 +60,14 @@ impl Captioner {
             .timeout(config.timeout)
             .user_agent(concat!("fedialt/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let backend: std::sync::Arc<dyn Backend> = match config.backend {
+            CaptionBackend::Ollama => std::sync::Arc::new(ollama::Ollama),
+            CaptionBackend::OpenAi => std::sync::Arc::new(openai::OpenAi),
+        };
         Ok(Captioner {
             http,
             config,
+            backend,
             backoff: Duration::from_millis(500),
         })
     }
@@ -93,7 +108,9 @@ impl Captioner {
                     if attempt < TRIES =>
                 {
                     tracing::info!(attempt, reason = %reason, "model call failed; trying again");
-                    tokio::time::sleep(wait).await;
+                    // With jitter, so the calls that failed together do not come back together.
+                    let jitter = rand::random::<f64>() * 0.5;
+                    tokio::time::sleep(wait.mul_f64(1.0 + jitter)).await;
                     wait *= 2;
                     attempt += 1;
                 }
@@ -104,26 +121,8 @@ impl Captioner {
 
     async fn call(&self, prompt: &str, image_b64: &str) -> Result<String, ModelError> {
         let base = self.config.base_url.as_str().trim_end_matches('/');
-        let (url, body) = match self.config.backend {
-            CaptionBackend::Ollama => (
-                format!("{base}/api/chat"),
-                json!({
-                    "model": self.config.model,
-                    "stream": false,
-                    "messages": [{"role": "user", "content": prompt, "images": [image_b64]}],
-                }),
-            ),
-            CaptionBackend::OpenAi => (
-                format!("{base}/chat/completions"),
-                json!({
-                    "model": self.config.model,
-                    "messages": [{"role": "user", "content": [
-                        {"type": "text", "text": prompt},
-                        {"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{image_b64}")}},
-                    ]}],
-                }),
-            ),
-        };
+        let url = self.backend.url(base);
+        let body = self.backend.body(&self.config.model, prompt, image_b64);
         let mut request = self.http.post(&url).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key.expose());
@@ -204,14 +203,9 @@ impl Captioner {
                 }))
             }
         }
-        let text = answer.as_ref().and_then(|v| match self.config.backend {
-            CaptionBackend::Ollama => v.pointer("/message/content"),
-            CaptionBackend::OpenAi => v.pointer("/choices/0/message/content"),
-        });
-        text.and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ModelError::Refused("the model server's answer had no description in it".into())
-            })
+        let text = answer.as_ref().and_then(|v| self.backend.text(v));
+        text.map(str::to_owned).ok_or_else(|| {
+            ModelError::Refused("the model server's answer had no description in it".into())
+        })
     }
 }

@@ -613,6 +613,7 @@ impl Worker {
                 error,
                 created_at: now,
                 updated_at: now,
+                prompt_version: crate::captioning::prompt::VERSION,
             };
             if inner
                 .runs

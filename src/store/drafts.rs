@@ -37,6 +37,7 @@ pub struct DraftRow {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub prompt_version: i32,
 }
 
 impl DraftRow {
@@ -66,6 +67,7 @@ pub struct NewDraft {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub prompt_version: i32,
 }
 
 /// The connection's drafts of these images.
@@ -114,6 +116,7 @@ pub async fn put(conn: &mut Conn, new: &NewDraft) -> Result<bool, StoreError> {
                     cd::language.eq(&new.language),
                     cd::alt_text.eq(&new.alt_text),
                     cd::model.eq(&new.model),
+                    cd::prompt_version.eq(new.prompt_version),
                     cd::state.eq(&new.state),
                     cd::error.eq(&new.error),
                     cd::updated_at.eq(now()),

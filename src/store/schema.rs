@@ -161,6 +161,7 @@ diesel::table! {
         error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        prompt_version -> Integer,
     }
 }
 

@@ -172,3 +172,121 @@ async fn images_are_prepared_and_bad_ones_fail_alone() {
         reason("cut")
     );
 }
+
+async fn one_run(
+    options: Options,
+    model: &FakeModel,
+    posts: Vec<FakePost>,
+) -> (TestApp, i64, serde_json::Value) {
+    let app = spawn_app_with(Backend::Sqlite, options).await;
+    let user = app.create_user("alice", "user").await;
+    app.login(&user).await;
+    let (fake, platform_id) = app
+        .connect_flavor_with(&app.client, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = posts);
+    app.set_run_settings(&app.client, 50, "0", false).await;
+    app.start_run_with(&app.client).await;
+    let status = app
+        .finished_run_with(&app.client, Duration::from_secs(30))
+        .await;
+    let _ = model.total_calls();
+    drop(fake);
+    (app, platform_id, status)
+}
+
+/// The OpenAI-compatible backend: /chat/completions, a data URL, the key as a bearer token;
+/// Ollama gets no key. A chatty, long answer is cleaned and cut inside the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_and_the_clean_up() {
+    let model = FakeModel::start().await;
+    model.set(|m| {
+        m.answer = format!(
+            "Sure! Here is the alt text for the image:\n\n**{{id}}**: a harbour at dawn. {}",
+            "Boats rest on still water. ".repeat(120)
+        )
+    });
+    let openai = Options::default()
+        .with("CAPTION_BACKEND", "openai")
+        .with("CAPTION_BASE_URL", &format!("{}/v1", model.url))
+        .with("CAPTION_API_KEY", "sk-test-key")
+        .with("CAPTION_MODEL", "gpt-vision");
+    let (app, platform_id, status) =
+        one_run(openai, &model, vec![FakePost::images(1, &["o1"])]).await;
+    assert_eq!(status["drafts_made"], 1, "{status}");
+    let request = model.state.lock().unwrap().requests[0].clone();
+    assert_eq!(request["model"], "gpt-vision");
+    let url = request["messages"][0]["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("data:image/jpeg;base64,"));
+    assert_eq!(
+        model.state.lock().unwrap().authorization[0].as_deref(),
+        Some("Bearer sk-test-key")
+    );
+    let draft = &app.drafts(platform_id).await[0];
+    assert!(
+        draft.alt_text.starts_with("o1: a harbour at dawn."),
+        "{}",
+        draft.alt_text
+    );
+    assert!(draft.alt_text.chars().count() <= 500 && draft.alt_text.ends_with('.'));
+    assert_eq!(draft.model, "gpt-vision");
+    assert_eq!(draft.prompt_version, fedialt::captioning::prompt::VERSION);
+
+    let ollama = Options::default().with("CAPTION_BASE_URL", &model.url);
+    let (_app, _, status) = one_run(ollama, &model, vec![FakePost::images(1, &["l1"])]).await;
+    assert_eq!(status["drafts_made"], 1);
+    assert_eq!(
+        model.state.lock().unwrap().authorization[1],
+        None,
+        "Ollama gets no key"
+    );
+}
+
+/// An empty answer, a 400 and a timeout: each image fails with its reason; a 400 is not retried,
+/// a timeout is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_failures_keep_their_reasons() {
+    let model = FakeModel::start().await;
+    model.set(|m| m.answer = "   ".into());
+    let options = || {
+        Options::default()
+            .with("CAPTION_BASE_URL", &model.url)
+            .with("CAPTION_CONCURRENCY", "1")
+    };
+    let (app, platform_id, status) =
+        one_run(options(), &model, vec![FakePost::images(1, &["e1"])]).await;
+    assert_eq!(status["images_failed"], 1);
+    let error = app.drafts(platform_id).await[0].error.clone().unwrap();
+    assert!(error.contains("no description"), "{error}");
+
+    model.set(|m| {
+        m.answer = "A fine answer.".into();
+        m.fail_with = Some((400, "invalid image input".into()));
+    });
+    let before = model.total_calls();
+    let (app, platform_id, _) =
+        one_run(options(), &model, vec![FakePost::images(1, &["b1"])]).await;
+    assert_eq!(model.total_calls() - before, 1, "a 400 is not tried again");
+    let error = app.drafts(platform_id).await[0].error.clone().unwrap();
+    assert!(
+        error.contains("HTTP 400") && error.contains("invalid image input"),
+        "{error}"
+    );
+
+    model.set(|m| {
+        m.fail_with = None;
+        m.delay = Duration::from_secs(3);
+    });
+    let before = model.total_calls();
+    let (app, platform_id, _) = one_run(
+        options().with("CAPTION_TIMEOUT_SECS", "1"),
+        &model,
+        vec![FakePost::images(1, &["t1"])],
+    )
+    .await;
+    assert_eq!(model.total_calls() - before, 3, "a timeout is tried again");
+    let error = app.drafts(platform_id).await[0].error.clone().unwrap();
+    assert!(error.contains("did not answer within 1 s"), "{error}");
+}

@@ -21,6 +21,8 @@ pub struct ModelState {
     pub requests: Vec<Value>,
     /// Every image sent, as the model saw it.
     pub seen: Vec<Seen>,
+    /// The Authorization header of every request.
+    pub authorization: Vec<Option<String>>,
     /// When a request arrived and (if it was answered) when it was answered, per media id.
     pub times: Vec<(String, Instant)>,
     /// Requests whose client went away before the answer (dropped by a cancel).
@@ -204,10 +206,21 @@ async fn respond(
     result
 }
 
+fn note_authorization(state: &Arc<Mutex<ModelState>>, req: &actix_web::HttpRequest) {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.lock().unwrap().authorization.push(auth);
+}
+
 async fn ollama_chat(
     state: web::Data<Arc<Mutex<ModelState>>>,
+    req: actix_web::HttpRequest,
     body: web::Json<Value>,
 ) -> HttpResponse {
+    note_authorization(&state, &req);
     let image = body
         .pointer("/messages/0/images/0")
         .and_then(Value::as_str)
@@ -224,8 +237,10 @@ async fn ollama_chat(
 
 async fn openai_chat(
     state: web::Data<Arc<Mutex<ModelState>>>,
+    req: actix_web::HttpRequest,
     body: web::Json<Value>,
 ) -> HttpResponse {
+    note_authorization(&state, &req);
     let image = body
         .pointer("/messages/0/content/1/image_url/url")
         .and_then(Value::as_str)

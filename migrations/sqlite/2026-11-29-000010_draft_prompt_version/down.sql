@@ -1,0 +1,1 @@
+ALTER TABLE caption_drafts DROP COLUMN prompt_version;
