@@ -77,7 +77,16 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<Prepared, ImageError> {
             max: max_pixels,
         })?;
     let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|_| ImageError::Broken)?;
+    let (fit_w, fit_h) = fit(width, height);
+    let scaled_jpeg = if format == ImageFormat::Jpeg && (fit_w, fit_h) != (width, height) {
+        jpeg_at_scale(bytes, fit_w.max(fit_h), fit_w.min(fit_h), width >= height)
+    } else {
+        None
+    };
+    let mut image = match scaled_jpeg {
+        Some(image) => image,
+        None => DynamicImage::from_decoder(decoder).map_err(|_| ImageError::Broken)?,
+    };
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }
@@ -105,6 +114,30 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<Prepared, ImageError> {
         width,
         height,
     })
+}
+
+/// A JPEG decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the target size, so a
+/// 12 MP photo is decoded as 0.75 MP. None for what this decoder does not take (CMYK, 16-bit):
+/// the full decoder then does it.
+fn jpeg_at_scale(bytes: &[u8], long: u32, short: u32, landscape: bool) -> Option<DynamicImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().ok()?;
+    let (w, h) = if landscape { (long, short) } else { (short, long) };
+    let (sw, sh) = decoder
+        .scale(u16::try_from(w).ok()?, u16::try_from(h).ok()?)
+        .ok()?;
+    let pixels = decoder.decode().ok()?;
+    let info = decoder.info()?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
+    }
 }
 
 /// RGB; transparent parts laid over white (as a page shows them), not turned black.

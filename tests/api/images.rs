@@ -49,9 +49,10 @@ fn bomb() -> Vec<u8> {
     png
 }
 
-/// A JPEG stored turned a quarter to the left, with EXIF orientation 6 (turn right to view).
+/// A JPEG stored turned a quarter to the left, with EXIF orientation 6 (turn right to view); big
+/// enough to be decoded at a reduced scale.
 fn turned_jpeg(id: &str) -> Vec<u8> {
-    let upright = DynamicImage::ImageLuma8(picture(id, 512, 128));
+    let upright = DynamicImage::ImageLuma8(picture(id, 2048, 512));
     let stored = encode(&upright.rotate270(), ImageFormat::Jpeg);
     // APP1 "Exif": a little-endian TIFF header and one IFD entry, Orientation (0x0112) = 6.
     let mut tiff = b"II*\x00\x08\x00\x00\x00".to_vec();
@@ -144,7 +145,7 @@ async fn images_are_prepared_and_bad_ones_fail_alone() {
     let huge = find("huge").expect("the huge image reached the model, readable");
     assert_eq!((huge.width, huge.height), (1024, 256));
     let turned = find("turned").expect("the turned photo arrived upright");
-    assert_eq!((turned.width, turned.height), (512, 128));
+    assert_eq!((turned.width, turned.height), (1024, 256));
     assert!(find("liar").is_some() && find("gif").is_some() && find("plain").is_some());
     assert_eq!(seen.len(), 5, "nothing unreadable was sent: {seen:?}");
 
