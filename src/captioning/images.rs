@@ -122,7 +122,11 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<Prepared, ImageError> {
 fn jpeg_at_scale(bytes: &[u8], long: u32, short: u32, landscape: bool) -> Option<DynamicImage> {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.read_info().ok()?;
-    let (w, h) = if landscape { (long, short) } else { (short, long) };
+    let (w, h) = if landscape {
+        (long, short)
+    } else {
+        (short, long)
+    };
     let (sw, sh) = decoder
         .scale(u16::try_from(w).ok()?, u16::try_from(h).ok()?)
         .ok()?;

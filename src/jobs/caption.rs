@@ -5,12 +5,12 @@
 //! next worker reads the posts older than it), and each image's draft is committed with the run's
 //! counters in one transaction; an image that already has this run's draft is not drafted again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::{Worker, CHECK_EVERY, MAX_ATTEMPTS};
 use crate::captioning::ModelError;
@@ -28,6 +28,8 @@ const LONGEST_RATE_WAIT: Duration = Duration::from_secs(15 * 60);
 const RATE_LIMIT_TRIES: u32 = 5;
 /// Statuses one run reads at most, whatever the instance sends.
 const MAX_STATUSES_READ: usize = 100_000;
+/// Pages in a row with nothing new that a run follows the Link past.
+const MAX_EMPTY_PAGES: usize = 5;
 
 /// The run was cancelled, taken over, or the worker is stopping.
 #[derive(Debug)]
@@ -166,12 +168,18 @@ fn plan_post(
 /// Whether post id `a` is older than `b`. Mastodon's ids are numbers in text (longer is newer);
 /// others (GoToSocial's ULIDs) sort as text.
 fn older(a: &str, b: &str) -> bool {
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-    if numeric(a) && numeric(b) {
-        let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-        (a.len(), a) < (b.len(), b)
+    id_key(a) < id_key(b)
+}
+
+/// A total order of ids: numbers by value (their text without leading zeros, by length, then
+/// digits), then any other text as text. An instance mixing both cannot make a run go round.
+fn id_key(id: &str) -> (bool, usize, &str) {
+    let numeric = !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit());
+    if numeric {
+        let digits = id.trim_start_matches('0');
+        (false, digits.len(), digits)
     } else {
-        a < b
+        (true, 0, id)
     }
 }
 
@@ -430,9 +438,16 @@ impl Worker {
         let mut pause: Option<Duration> = None;
         let mut read = 0usize;
         let mut order: VecDeque<PostInFlight> = VecDeque::new();
-        let mut answers = FuturesUnordered::new();
+        // Each image's download and model call is a task of its own, so it goes on while this loop
+        // reads a page or waits out a rate limit (dropping the set aborts them: they hold no
+        // database work).
+        let mut answers: JoinSet<Answer> = JoinSet::new();
+        // Media ids taken by this run (an instance may list one image under two posts).
+        let mut taken_media: HashSet<String> = HashSet::new();
         let mut next_seq = 0u64;
-        let mut worked = false;
+        // A resumed run pauses before its first post too: the post before it was worked on.
+        let mut worked = row.resume_after.is_some();
+        let mut empty_pages = 0usize;
         let per_run = inner.captioner.concurrency();
         let pausing = settings.processing_delay > 0.0;
         let mut ended: Option<String> = None;
@@ -486,25 +501,42 @@ impl Worker {
                         .await?;
                     pause = fetched.pause;
                     read += fetched.statuses.len();
-                    let fresh: Vec<Status> = fetched
+                    let mut fresh: Vec<Status> = fetched
                         .statuses
                         .into_iter()
                         .filter(|s| last_taken.as_deref().is_none_or(|l| older(&s.id, l)))
                         .collect();
-                    let Some(oldest) = fresh.iter().map(|s| s.id.clone()).reduce(|a, b| {
-                        if older(&b, &a) {
-                            b
+                    // Newest first, whatever order the page came in (pinned posts first, say).
+                    fresh.sort_by(|a, b| {
+                        if older(&a.id, &b.id) {
+                            std::cmp::Ordering::Greater
+                        } else if older(&b.id, &a.id) {
+                            std::cmp::Ordering::Less
                         } else {
-                            a
+                            std::cmp::Ordering::Equal
                         }
-                    }) else {
-                        // Empty, or only posts already taken: the end of the timeline.
-                        timeline_done = true;
+                    });
+                    fresh.dedup_by(|a, b| a.id == b.id);
+                    let link = fetched
+                        .next
+                        .filter(|link| statuses::same_origin(link, &instance))
+                        .filter(|link| !matches!(&cursor, Cursor::Link(now) if now == link));
+                    let Some(oldest) = fresh.last().map(|s| s.id.clone()) else {
+                        // Nothing new here: the end of the timeline, unless the instance links
+                        // on (a page can come back empty after its own filtering), a few times.
+                        empty_pages += 1;
+                        match link {
+                            Some(link) if empty_pages <= MAX_EMPTY_PAGES => {
+                                cursor = Cursor::Link(link);
+                            }
+                            _ => timeline_done = true,
+                        }
                         continue;
                     };
-                    cursor = match fetched.next {
-                        Some(link) if statuses::same_origin(&link, &instance) => Cursor::Link(link),
-                        _ => Cursor::OlderThan(oldest),
+                    empty_pages = 0;
+                    cursor = match link {
+                        Some(link) => Cursor::Link(link),
+                        None => Cursor::OlderThan(oldest),
                     };
                     let media_ids: Vec<String> = fresh
                         .iter()
@@ -524,7 +556,10 @@ impl Worker {
                     continue;
                 }
                 last_taken = Some(status.id.clone());
-                let plan = plan_post(&status, &existing, &settings, row.id);
+                let mut plan = plan_post(&status, &existing, &settings, row.id);
+                if let Plan::Work { wanted, .. } = &mut plan {
+                    wanted.retain(|m| taken_media.insert(m.id.clone()));
+                }
                 match plan {
                     Plan::Covered => continue,
                     Plan::PassOver { skipped } => {
@@ -556,7 +591,7 @@ impl Worker {
                         let post = Arc::new(status);
                         let images = wanted.len();
                         for media in wanted {
-                            answers.push(self.clone().answer(
+                            answers.spawn(self.clone().answer(
                                 next_seq,
                                 post.clone(),
                                 media,
@@ -583,8 +618,14 @@ impl Worker {
                 continue;
             }
             // The next answer, whichever image it is (a stop drops the calls in flight).
-            let Some(answer) = stop.or_stop(answers.next()).await? else {
-                continue;
+            let answer = match stop.or_stop(answers.join_next()).await? {
+                Some(Ok(answer)) => answer,
+                Some(Err(_)) => {
+                    return Err(Failure::Transient(
+                        "an image's task ended unexpectedly".into(),
+                    ))
+                }
+                None => continue,
             };
             let (state, alt_text, error) = match answer.result {
                 Ok(text) => (store::drafts::PENDING, text, None),

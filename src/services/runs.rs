@@ -369,7 +369,7 @@ impl RunService {
                 let stored = store::drafts::put(conn, &draft).await?;
                 let failed = draft.state == store::drafts::GENERATION_FAILED;
                 let progress = Progress {
-                    images_found: 1,
+                    images_found: i32::from(stored),
                     drafts_made: i32::from(stored && !failed),
                     images_failed: i32::from(stored && failed),
                     ..Progress::default()

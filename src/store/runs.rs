@@ -135,7 +135,7 @@ pub async fn count_active(conn: &mut Conn) -> Result<i64, StoreError> {
 pub const PER_PERSON: i64 = 2;
 
 /// Takes the oldest run that is due (queued and past its backoff) or whose lease ran out, for
-/// `owner` until `lease_until_ms`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers
+/// `owner` until `lease_until_ms`; to be called in a write transaction. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers
 /// each take a different row without waiting; SQLite: one conditional UPDATE, atomic because
 /// SQLite runs one writer at a time.
 pub async fn claim(
@@ -147,6 +147,14 @@ pub async fn claim(
     let now_s = now_ms / 1000;
     let rows: Vec<RunRow> = match conn.backend() {
         Backend::Postgres => {
+            // Claims wait for each other (the transaction's lock, released at its commit), so
+            // each sees the runs the one before it took: the per-person count below holds even
+            // when every worker is woken at once. SQLite runs one writer at a time anyway.
+            run!(conn, |c| diesel::sql_query(
+                "SELECT pg_advisory_xact_lock(7061745101) IS NULL AS locked"
+            )
+            .execute(c)
+            .await)?;
             let sql = "UPDATE caption_jobs SET state = 'running', lease_owner = $1, \
                 lease_until_ms = $2, attempts = attempts + 1, \
                 started_at = COALESCE(started_at, $3), updated_at = $3, version = version + 1 \

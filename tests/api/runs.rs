@@ -1329,3 +1329,101 @@ async fn error_pages_have_the_layout() {
     let body = r.text().await.unwrap();
     assert!(body.contains("/static/app.css") && body.contains("This form has expired"));
 }
+
+/// Pages served oldest first, an empty page that links on, one image listed under two posts: every
+/// post is read, none twice, and the image is drafted once.
+async fn odd_pages_lose_nothing_and_draft_nothing_twice(b: Backend) {
+    let mut posts = simple_posts(1..=9);
+    posts.insert(0, FakePost::images(10, &["shared"]));
+    posts.insert(1, FakePost::images(9, &[]));
+    posts.remove(2);
+    posts.insert(1, FakePost::images(9, &["shared", "m9"]));
+    posts.remove(2);
+    let s = setup(b, posts, 50).await;
+    s.fake.set(|f| {
+        f.page_size = 3;
+        f.ascending_pages = true;
+        f.empty_pages = vec![2];
+    });
+    s.app.start_run_with(&s.app.client).await;
+    let status = s
+        .app
+        .finished_run_with(&s.app.client, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["state"], "completed", "{status}");
+    let ids = media_ids(&s.app.drafts(s.platform_id).await);
+    assert_eq!(
+        ids,
+        ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "shared"],
+        "{status}"
+    );
+    assert_eq!(s.model.calls("shared"), 1);
+    assert_eq!(status["drafts_made"], 10);
+}
+
+/// However many workers claim at once, one person has two runs going at a time.
+async fn one_persons_runs_are_claimed_two_at_a_time(b: Backend) {
+    let app = spawn_app_with(b, Options::default().with("FEDIALT_WORKER", "false")).await;
+    let user = app.create_user("many", "user").await;
+    let mut conn = app.state.db.conn().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let now = fedialt::store::now();
+        let account = format!("acct{i}");
+        ids.push(
+            fedialt::store::platforms::insert(
+                &mut conn,
+                &fedialt::store::platforms::NewPlatform {
+                    user_id: user.id,
+                    name: &account,
+                    instance_url: "https://example.org",
+                    platform_type: "mastodon",
+                    account_id: &account,
+                    account_username: &account,
+                    display_name: &account,
+                    access_token_enc: "sealed",
+                    refresh_token_enc: None,
+                    description_limit: 1500,
+                    is_default: i == 0,
+                    needs_reauth: false,
+                    created_at: now,
+                    updated_at: now,
+                    token_seal: 2,
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    drop(conn);
+    for id in &ids {
+        app.state
+            .runs
+            .start(
+                fedialt::domain::UserId(user.id),
+                fedialt::domain::PlatformId(*id),
+                &fedialt::domain::CaptionSettings::defaults(),
+            )
+            .await
+            .unwrap();
+    }
+    let claims = (0..6).map(|i| {
+        let runs = app.state.runs.clone();
+        tokio::spawn(async move {
+            runs.claim(&format!("worker-{i}"), Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some()
+        })
+    });
+    let mut taken = 0;
+    for claim in claims {
+        taken += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(taken, 2);
+}
+
+both_databases!(
+    odd_pages_lose_nothing_and_draft_nothing_twice,
+    one_persons_runs_are_claimed_two_at_a_time,
+);

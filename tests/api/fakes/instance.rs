@@ -65,6 +65,10 @@ pub struct FakeState {
     pub ignore_exclude_reblogs: bool,
     /// Ignore max_id: every request gets the first page again.
     pub ignore_max_id: bool,
+    /// Serve each page oldest first.
+    pub ascending_pages: bool,
+    /// Answer these statuses requests (counted from 1) with an empty page that links on.
+    pub empty_pages: Vec<usize>,
     /// The host the Link header names instead of the one asked (a proxy that rewrites it).
     pub link_host: Option<String>,
     /// Image downloads per media id.
@@ -519,6 +523,20 @@ async fn statuses(
                 .json(json!({"error": "Too many requests"}));
         }
     }
+    let request_number = state.statuses_queries.len();
+    if state.empty_pages.contains(&request_number) {
+        let path = req.path();
+        let max_id = query
+            .max_id
+            .map(|m| format!("&max_id={m}"))
+            .unwrap_or_default();
+        return HttpResponse::Ok()
+            .insert_header((
+                "Link",
+                format!("<{base}{path}?limit=40{max_id}&only_media=true&hop={request_number}>; rel=\"next\""),
+            ))
+            .json(Vec::<serde_json::Value>::new());
+    }
     let limit = query.limit.unwrap_or(20).min(40).min(state.page_size);
     let exclude_reblogs = query.exclude_reblogs.unwrap_or(false) && !state.ignore_exclude_reblogs;
     let only_media = query.only_media.unwrap_or(false);
@@ -531,10 +549,13 @@ async fn statuses(
         .take(limit)
         .cloned()
         .collect();
-    let body: Vec<serde_json::Value> = page
+    let mut body: Vec<serde_json::Value> = page
         .iter()
         .map(|p| post_json(&base, &account.username, p))
         .collect();
+    if state.ascending_pages {
+        body.reverse();
+    }
     let mut response = HttpResponse::Ok();
     if let Some(reset_in) = state.exhaust_rate_limit {
         let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(reset_in as i64);
