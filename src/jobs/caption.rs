@@ -447,6 +447,16 @@ impl Worker {
         let mut next_seq = 0u64;
         // A resumed run pauses before its first post too: the post before it was worked on.
         let mut worked = row.resume_after.is_some();
+        // What earlier runs have read without a gap: taken from the top down to it, then skipped
+        // in one jump (reprocessing reads everything again).
+        let mark = if settings.reprocess_existing {
+            None
+        } else {
+            let mut conn = inner.db.conn().await?;
+            store::runs::scan_mark(&mut conn, row.platform_id).await?
+        };
+        let mut jumped = false;
+        let mut top: Option<String> = None;
         let mut empty_pages = 0usize;
         let per_run = inner.captioner.concurrency();
         let pausing = settings.processing_delay > 0.0;
@@ -555,6 +565,20 @@ impl Worker {
                 if last_taken.as_deref().is_some_and(|l| !older(&status.id, l)) {
                     continue;
                 }
+                if let (Some((newest, oldest)), false) = (&mark, jumped) {
+                    if !older(newest, &status.id) {
+                        // At or below the newest post earlier runs read: everything down to
+                        // their oldest is known; go on below it.
+                        jumped = true;
+                        if !older(&status.id, oldest) {
+                            page.clear();
+                            cursor = Cursor::OlderThan(oldest.clone());
+                            last_taken = Some(oldest.clone());
+                            continue;
+                        }
+                    }
+                }
+                top.get_or_insert_with(|| status.id.clone());
                 last_taken = Some(status.id.clone());
                 let mut plan = plan_post(&status, &existing, &settings, row.id);
                 if let Plan::Work { wanted, .. } = &mut plan {
@@ -613,6 +637,8 @@ impl Worker {
             self.commit_finished(run, &mut order, &mut counts).await?;
             if answers.is_empty() {
                 if let Some(words) = ended {
+                    self.extend_mark(row, &mark, jumped, top, last_taken)
+                        .await?;
                     return Ok(words);
                 }
                 continue;
@@ -668,6 +694,45 @@ impl Worker {
                 post.remaining = post.remaining.saturating_sub(1);
             }
         }
+    }
+
+    /// After a run that read from the top without a gap: the span it covered, joined to the one
+    /// before when it reached it. A resumed run (its top is not known) leaves the mark as it was.
+    async fn extend_mark(
+        &self,
+        row: &RunRow,
+        mark: &Option<(String, String)>,
+        jumped: bool,
+        top: Option<String>,
+        bottom: Option<String>,
+    ) -> Result<(), Failure> {
+        // A run that found nothing new above the span starts at the span's own top.
+        let top = top.or_else(|| mark.as_ref().filter(|_| jumped).map(|m| m.0.clone()));
+        let (Some(top), Some(bottom), None) = (top, bottom, &row.resume_after) else {
+            return Ok(());
+        };
+        let span = match mark {
+            None => Some((top, bottom)),
+            Some((newest, oldest)) if jumped => Some((
+                if older(newest, &top) {
+                    top
+                } else {
+                    newest.clone()
+                },
+                if older(&bottom, oldest) {
+                    bottom
+                } else {
+                    oldest.clone()
+                },
+            )),
+            // Stopped above what was read before: a gap remains; the next run closes it.
+            Some(_) => None,
+        };
+        if let Some((newest, oldest)) = span {
+            let mut conn = self.inner.db.conn().await?;
+            store::runs::set_scan_mark(&mut conn, row.platform_id, &newest, &oldest).await?;
+        }
+        Ok(())
     }
 
     /// Commits the posts at the front whose images are all answered, in timeline order, so a

@@ -427,3 +427,45 @@ pub async fn delete_finished_before(conn: &mut Conn, before: i64) -> Result<usiz
         .execute(c)
         .await)?)
 }
+
+/// The span of posts (newest id, oldest id) that runs of the connection have looked at without a
+/// gap.
+pub async fn scan_mark(
+    conn: &mut Conn,
+    platform_id: i64,
+) -> Result<Option<(String, String)>, StoreError> {
+    use super::schema::scan_marks as sm;
+    Ok(run!(conn, |c| sm::table
+        .find(platform_id)
+        .select((sm::newest, sm::oldest))
+        .first::<(String, String)>(c)
+        .await
+        .optional())?)
+}
+
+pub async fn set_scan_mark(
+    conn: &mut Conn,
+    platform_id: i64,
+    newest: &str,
+    oldest: &str,
+) -> Result<(), StoreError> {
+    use super::schema::scan_marks as sm;
+    let now = now();
+    run!(conn, |c| diesel::insert_into(sm::table)
+        .values((
+            sm::platform_id.eq(platform_id),
+            sm::newest.eq(newest),
+            sm::oldest.eq(oldest),
+            sm::updated_at.eq(now),
+        ))
+        .on_conflict(sm::platform_id)
+        .do_update()
+        .set((
+            sm::newest.eq(newest),
+            sm::oldest.eq(oldest),
+            sm::updated_at.eq(now),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}

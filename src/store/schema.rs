@@ -165,6 +165,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    scan_marks (platform_id) {
+        platform_id -> BigInt,
+        newest -> Text,
+        oldest -> Text,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(caption_settings -> platform_connections (platform_id));
 diesel::allow_tables_to_appear_in_same_query!(

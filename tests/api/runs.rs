@@ -1099,9 +1099,9 @@ both_databases!(
     reprocessing_redoes_drafts_but_never_an_edited_one,
 );
 
-/// Ground a run covered is read past without counting: a small limit keeps reaching older posts
-/// however many drafted posts lie before them, and a failed image is tried again.
-async fn later_runs_read_past_drafted_posts_and_retry_failed_images(b: Backend) {
+/// Ground earlier runs covered is skipped in one jump: a small limit keeps reaching older posts
+/// however many drafted (or failed) posts lie before them.
+async fn later_runs_read_past_drafted_posts(b: Backend) {
     let s = setup(b, simple_posts(1..=13), 12).await;
     s.model.set(|m| m.fail_media = vec!["m5".into()]);
     s.app.start_run_with(&s.app.client).await;
@@ -1119,27 +1119,53 @@ async fn later_runs_read_past_drafted_posts_and_retry_failed_images(b: Backend) 
         .app
         .finished_run_with(&s.app.client, Duration::from_secs(20))
         .await;
-    assert_eq!(
-        second["drafts_made"], 1,
-        "the failed image, tried again: {second}"
-    );
+    assert_eq!(second["drafts_made"], 1, "{second}");
+    assert_eq!(second["media_skipped"], 0);
+    let drafts = s.app.drafts(s.platform_id).await;
+    assert_eq!(drafts.len(), 13);
+    assert_eq!(s.model.calls("m1"), 1);
+    assert_eq!(s.model.calls("m6"), 1, "drafted images are not asked again");
+    // A new post on top is read, then the run goes on below everything read before.
+    s.fake
+        .set(|f| f.posts.insert(0, FakePost::images(14, &["m14"])));
     s.app.start_run_with(&s.app.client).await;
     let third = s
         .app
         .finished_run_with(&s.app.client, Duration::from_secs(20))
         .await;
     assert_eq!(third["drafts_made"], 1, "{third}");
-    assert_eq!(third["media_skipped"], 0);
-    let drafts = s.app.drafts(s.platform_id).await;
-    assert_eq!(drafts.len(), 13);
-    assert!(drafts.iter().all(|d| d.state == "pending"));
-    assert_eq!(s.model.calls("m1"), 1);
+    assert_eq!(s.model.calls("m14"), 1);
+}
+
+/// Posts with nothing to do at the top of the timeline count towards the ten-times limit once:
+/// the next run goes on below them.
+async fn successive_runs_get_past_described_posts(b: Backend) {
+    let mut posts: Vec<FakePost> = (6..=30)
+        .rev()
+        .map(|id| FakePost::images(id, &[]).with_media(&format!("m{id}"), "image", Some("Done")))
+        .collect();
+    posts.extend(simple_posts(1..=5));
+    let s = setup(b, posts, 2).await;
+    s.fake.set(|f| f.page_size = 7);
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        s.app.start_run_with(&s.app.client).await;
+        let status = s
+            .app
+            .finished_run_with(&s.app.client, Duration::from_secs(20))
+            .await;
+        assert_eq!(status["state"], "completed", "{status}");
+        made.push(status["drafts_made"].as_i64().unwrap());
+    }
     assert_eq!(
-        s.model.calls("m5"),
-        4,
-        "three tries, then once more in the next run"
+        made,
+        [0, 2, 2, 1],
+        "the first run looks at 20 described posts and stops"
     );
-    assert_eq!(s.model.calls("m6"), 1, "drafted images are not asked again");
+    assert_eq!(
+        media_ids(&s.app.drafts(s.platform_id).await),
+        ["m1", "m2", "m3", "m4", "m5"]
+    );
 }
 
 /// With nothing listening at CAPTION_BASE_URL the run waits to try again (saying where it looked)
@@ -1176,7 +1202,8 @@ async fn an_unreachable_model_puts_the_run_back_without_failing_images(b: Backen
 }
 
 both_databases!(
-    later_runs_read_past_drafted_posts_and_retry_failed_images,
+    later_runs_read_past_drafted_posts,
+    successive_runs_get_past_described_posts,
     an_unreachable_model_puts_the_run_back_without_failing_images,
 );
 

@@ -1,0 +1,1 @@
+DROP TABLE scan_marks;
