@@ -545,49 +545,10 @@ async fn a_second_start_says_a_run_is_going(b: Backend) {
 
 async fn two_workers_never_take_the_same_run(b: Backend) {
     let app = spawn_app_with(b, Options::default().with("FEDIALT_WORKER", "false")).await;
-    let mut conn = app.state.db.conn().await.unwrap();
-    let mut platforms = Vec::new();
     // 24 people with a connection each (one person's runs are carried out two at a time).
     for i in 0..24 {
         let user = app.create_user(&format!("owner{i}"), "user").await;
-        let now = fedialt::store::now();
-        let account = format!("acct{i}");
-        let id = fedialt::store::platforms::insert(
-            &mut conn,
-            &fedialt::store::platforms::NewPlatform {
-                user_id: user.id,
-                name: &account,
-                instance_url: "https://example.org",
-                platform_type: "mastodon",
-                account_id: &account,
-                account_username: &account,
-                display_name: &account,
-                access_token_enc: "sealed",
-                refresh_token_enc: None,
-                description_limit: 1500,
-                is_default: true,
-                needs_reauth: false,
-                created_at: now,
-                updated_at: now,
-                token_seal: 2,
-            },
-        )
-        .await
-        .unwrap();
-        platforms.push((user.id, id));
-    }
-    drop(conn);
-    let settings = fedialt::domain::CaptionSettings::defaults();
-    for (user, id) in &platforms {
-        app.state
-            .runs
-            .start(
-                fedialt::domain::UserId(*user),
-                fedialt::domain::PlatformId(*id),
-                &settings,
-            )
-            .await
-            .unwrap();
+        queue_run_without_instance(&app, user.id, &format!("acct{i}")).await;
     }
     let claim_all = |owner: &'static str| {
         let runs = app.state.runs.clone();
@@ -891,6 +852,44 @@ async fn a_worker_killed_mid_run_is_finished_by_another() {
     assert_eq!(status["drafts_made"], 6, "{status}");
     assert_eq!(status["posts_scanned"], 6);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A connection row (no instance behind it) and a run queued for it: for tests of claiming.
+async fn queue_run_without_instance(app: &TestApp, user_id: i64, account: &str) {
+    let now = fedialt::store::now();
+    let mut conn = app.state.db.conn().await.unwrap();
+    let id = fedialt::store::platforms::insert(
+        &mut conn,
+        &fedialt::store::platforms::NewPlatform {
+            user_id,
+            name: account,
+            instance_url: "https://example.org",
+            platform_type: "mastodon",
+            account_id: account,
+            account_username: account,
+            display_name: account,
+            access_token_enc: "sealed",
+            refresh_token_enc: None,
+            description_limit: 1500,
+            is_default: false,
+            needs_reauth: false,
+            created_at: now,
+            updated_at: now,
+            token_seal: 2,
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    app.state
+        .runs
+        .start(
+            fedialt::domain::UserId(user_id),
+            fedialt::domain::PlatformId(id),
+            &fedialt::domain::CaptionSettings::defaults(),
+        )
+        .await
+        .unwrap();
 }
 
 /// The real binary (`fedialt worker` or `serve`) with exactly this environment, quiet.
@@ -1392,47 +1391,8 @@ async fn odd_pages_lose_nothing_and_draft_nothing_twice(b: Backend) {
 async fn one_persons_runs_are_claimed_two_at_a_time(b: Backend) {
     let app = spawn_app_with(b, Options::default().with("FEDIALT_WORKER", "false")).await;
     let user = app.create_user("many", "user").await;
-    let mut conn = app.state.db.conn().await.unwrap();
-    let mut ids = Vec::new();
     for i in 0..4 {
-        let now = fedialt::store::now();
-        let account = format!("acct{i}");
-        ids.push(
-            fedialt::store::platforms::insert(
-                &mut conn,
-                &fedialt::store::platforms::NewPlatform {
-                    user_id: user.id,
-                    name: &account,
-                    instance_url: "https://example.org",
-                    platform_type: "mastodon",
-                    account_id: &account,
-                    account_username: &account,
-                    display_name: &account,
-                    access_token_enc: "sealed",
-                    refresh_token_enc: None,
-                    description_limit: 1500,
-                    is_default: i == 0,
-                    needs_reauth: false,
-                    created_at: now,
-                    updated_at: now,
-                    token_seal: 2,
-                },
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    drop(conn);
-    for id in &ids {
-        app.state
-            .runs
-            .start(
-                fedialt::domain::UserId(user.id),
-                fedialt::domain::PlatformId(*id),
-                &fedialt::domain::CaptionSettings::defaults(),
-            )
-            .await
-            .unwrap();
+        queue_run_without_instance(&app, user.id, &format!("acct{i}")).await;
     }
     let claims = (0..6).map(|i| {
         let runs = app.state.runs.clone();
