@@ -77,12 +77,14 @@ pub fn prepare(bytes: &[u8], max_pixels: u64) -> Result<Prepared, ImageError> {
         })?;
     let orientation = decoder.orientation().ok();
     let (fit_w, fit_h) = fit(width, height);
-    let scaled_jpeg = if format == ImageFormat::Jpeg && (fit_w, fit_h) != (width, height) {
-        jpeg_at_scale(bytes, fit_w.max(fit_h), fit_w.min(fit_h), width >= height)
-    } else {
-        None
+    let scaled = match format {
+        ImageFormat::Jpeg if (fit_w, fit_h) != (width, height) => {
+            jpeg_at_scale(bytes, fit_w.max(fit_h), fit_w.min(fit_h), width >= height)
+        }
+        ImageFormat::WebP => webp_at_scale(bytes, fit_w, fit_h),
+        _ => None,
     };
-    let mut image = match scaled_jpeg {
+    let mut image = match scaled {
         Some(image) => image,
         None => DynamicImage::from_decoder(decoder).map_err(|_| ImageError::Broken)?,
     };
@@ -149,6 +151,51 @@ fn jpeg_at_scale(bytes: &[u8], long: u32, short: u32, landscape: bool) -> Option
     }
 }
 
+/// A still WebP decoded by libwebp straight to the target size (its own scaler), so the full
+/// image is never held; None for what it does not take (an animation): the pure-Rust decoder then
+/// does it.
+fn webp_at_scale(bytes: &[u8], width: u32, height: u32) -> Option<DynamicImage> {
+    use libwebp_sys as webp;
+    let (w, h) = (i32::try_from(width).ok()?, i32::try_from(height).ok()?);
+    // SAFETY: the config is plain data that WebPInitDecoderConfig initialises; WebPDecode reads
+    // `bytes` within its length and allocates the output, which is read within its stride and
+    // size (checked below) and freed exactly once with WebPFreeDecBuffer.
+    unsafe {
+        let mut config: webp::WebPDecoderConfig = std::mem::zeroed();
+        if !webp::WebPInitDecoderConfig(&mut config) {
+            return None;
+        }
+        config.options.use_scaling = 1;
+        config.options.scaled_width = w;
+        config.options.scaled_height = h;
+        config.output.colorspace = webp::WEBP_CSP_MODE::MODE_RGBA;
+        let status = webp::WebPDecode(bytes.as_ptr(), bytes.len(), &mut config);
+        let mut image = None;
+        if status == webp::VP8StatusCode::VP8_STATUS_OK
+            && config.output.width == w
+            && config.output.height == h
+        {
+            let buffer = config.output.u.RGBA;
+            let stride = usize::try_from(buffer.stride).unwrap_or(0);
+            let row = width as usize * 4;
+            if !buffer.rgba.is_null()
+                && stride >= row
+                && buffer.size >= stride * (height as usize - 1) + row
+            {
+                let data = std::slice::from_raw_parts(buffer.rgba, buffer.size);
+                let mut pixels = Vec::with_capacity(row * height as usize);
+                for y in 0..height as usize {
+                    pixels.extend_from_slice(&data[y * stride..y * stride + row]);
+                }
+                image =
+                    image::RgbaImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgba8);
+            }
+        }
+        webp::WebPFreeDecBuffer(&mut config.output);
+        image
+    }
+}
+
 /// RGB; transparent parts laid over white (as a page shows them), not turned black.
 fn flatten(image: DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
@@ -191,7 +238,7 @@ mod tests {
     fn large_images_are_scaled_to_the_long_side() {
         let big =
             DynamicImage::ImageRgb8(RgbImage::from_pixel(3000, 1500, image::Rgb([9, 99, 199])));
-        for format in [ImageFormat::Png, ImageFormat::Jpeg] {
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
             let prepared = prepare(&encoded(&big, format), 50_000_000).unwrap();
             assert_eq!((prepared.width, prepared.height), (1024, 512));
             let back = image::load_from_memory(&prepared.jpeg).unwrap();
@@ -233,6 +280,19 @@ mod tests {
                 max: 1000
             }
         );
+    }
+
+    #[test]
+    fn a_transparent_webp_comes_out_over_white() {
+        let clear = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            2048,
+            64,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let prepared = prepare(&encoded(&clear, ImageFormat::WebP), 50_000_000).unwrap();
+        assert_eq!((prepared.width, prepared.height), (1024, 32));
+        let back = image::load_from_memory(&prepared.jpeg).unwrap().to_rgb8();
+        assert!(back.get_pixel(10, 10)[0] > 240, "white, not black");
     }
 
     #[test]

@@ -98,19 +98,24 @@ async fn images_are_prepared_and_bad_ones_fail_alone() {
         &DynamicImage::ImageLuma8(picture("gif", 256, 64)),
         ImageFormat::Gif,
     );
+    let webp = encode(
+        &DynamicImage::ImageLuma8(picture("webp", 2048, 512)),
+        ImageFormat::WebP,
+    );
     let whole = crate::fakes::pixels::png("cut");
     let cut = whole[..whole.len() / 2].to_vec();
     fake.set(|f| {
         f.posts = vec![FakePost::images(
             1,
             &[
-                "plain", "huge", "liar", "gif", "turned", "html", "bomb", "cut",
+                "plain", "huge", "liar", "gif", "webp", "turned", "html", "bomb", "cut",
             ],
         )];
         let files = &mut f.media_files;
         files.insert("huge".into(), (huge, "image/png".into()));
         files.insert("liar".into(), (liar, "image/png".into()));
         files.insert("gif".into(), (gif, "image/gif".into()));
+        files.insert("webp".into(), (webp, "image/webp".into()));
         files.insert(
             "turned".into(),
             (turned_jpeg("turned"), "image/jpeg".into()),
@@ -133,7 +138,7 @@ async fn images_are_prepared_and_bad_ones_fail_alone() {
         started.elapsed() < Duration::from_secs(20),
         "the bomb cost a header read"
     );
-    assert_eq!(status["drafts_made"], 5, "{status}");
+    assert_eq!(status["drafts_made"], 6, "{status}");
     assert_eq!(status["images_failed"], 3);
 
     let seen = model.state.lock().unwrap().seen.clone();
@@ -147,7 +152,9 @@ async fn images_are_prepared_and_bad_ones_fail_alone() {
     let turned = find("turned").expect("the turned photo arrived upright");
     assert_eq!((turned.width, turned.height), (1024, 256));
     assert!(find("liar").is_some() && find("gif").is_some() && find("plain").is_some());
-    assert_eq!(seen.len(), 5, "nothing unreadable was sent: {seen:?}");
+    let webp = find("webp").expect("the WebP reached the model, readable");
+    assert_eq!((webp.width, webp.height), (1024, 256));
+    assert_eq!(seen.len(), 6, "nothing unreadable was sent: {seen:?}");
 
     let drafts = app.drafts(platform_id).await;
     let reason = |id: &str| {
