@@ -101,10 +101,6 @@ impl Worker {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.inner.id
-    }
-
     /// Runs until `shutdown`; then stops its runs (they go back to the queue, where another worker
     /// takes them up) and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {

@@ -173,10 +173,6 @@ impl RunService {
         }
     }
 
-    pub fn cache(&self) -> &Cache {
-        self.progress.cache()
-    }
-
     /// The same service (stop signals, wake-up) over another handle of the pool: the worker's,
     /// which counts its statements apart from the requests'.
     pub fn on(&self, db: Db) -> RunService {

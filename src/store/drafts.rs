@@ -138,11 +138,3 @@ pub async fn for_run(conn: &mut Conn, run_id: i64) -> Result<Vec<DraftRow>, Stor
         .load(c)
         .await)?)
 }
-
-pub async fn count_for_platform(conn: &mut Conn, platform_id: i64) -> Result<i64, StoreError> {
-    Ok(run!(conn, |c| cd::table
-        .filter(cd::platform_id.eq(platform_id))
-        .count()
-        .get_result::<i64>(c)
-        .await)?)
-}

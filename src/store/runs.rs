@@ -74,15 +74,6 @@ pub async fn insert(conn: &mut Conn, new: &NewRun<'_>) -> Result<RunRow, StoreEr
         .await)?)
 }
 
-pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<RunRow>, StoreError> {
-    Ok(run!(conn, |c| cj::table
-        .find(id)
-        .select(RunRow::as_select())
-        .first(c)
-        .await
-        .optional())?)
-}
-
 /// The run, only if it is that person's.
 pub async fn owned(conn: &mut Conn, id: i64, user_id: i64) -> Result<Option<RunRow>, StoreError> {
     Ok(run!(conn, |c| cj::table
@@ -119,14 +110,6 @@ pub async fn for_user(
         .offset(offset)
         .select(RunRow::as_select())
         .load(c)
-        .await)?)
-}
-
-pub async fn count_active(conn: &mut Conn) -> Result<i64, StoreError> {
-    Ok(run!(conn, |c| cj::table
-        .filter(cj::state.eq_any(ACTIVE))
-        .count()
-        .get_result::<i64>(c)
         .await)?)
 }
 
