@@ -151,48 +151,54 @@ fn jpeg_at_scale(bytes: &[u8], long: u32, short: u32, landscape: bool) -> Option
     }
 }
 
-/// A still WebP decoded by libwebp straight to the target size (its own scaler), so the full
-/// image is never held; None for what it does not take (an animation): the pure-Rust decoder then
-/// does it.
+/// A still WebP decoded by libwebp straight to the target size (its own scaler) into a buffer of
+/// ours, as RGB when it has no alpha, so the full image is never held and nothing is copied; None
+/// for what it does not take (an animation): the pure-Rust decoder then does it.
 fn webp_at_scale(bytes: &[u8], width: u32, height: u32) -> Option<DynamicImage> {
     use libwebp_sys as webp;
     let (w, h) = (i32::try_from(width).ok()?, i32::try_from(height).ok()?);
-    // SAFETY: the config is plain data that WebPInitDecoderConfig initialises; WebPDecode reads
-    // `bytes` within its length and allocates the output, which is read within its stride and
-    // size (checked below) and freed exactly once with WebPFreeDecBuffer.
+    // SAFETY: the config is plain data that WebPInitDecoderConfig initialises; WebPGetFeatures and
+    // WebPDecode read `bytes` within its length; the output is our own `pixels`, whose pointer,
+    // stride and size are given exactly (is_external_memory), so libwebp writes only inside it
+    // and allocates nothing that needs freeing.
     unsafe {
         let mut config: webp::WebPDecoderConfig = std::mem::zeroed();
-        if !webp::WebPInitDecoderConfig(&mut config) {
+        if !webp::WebPInitDecoderConfig(&mut config)
+            || webp::WebPGetFeatures(bytes.as_ptr(), bytes.len(), &mut config.input)
+                != webp::VP8StatusCode::VP8_STATUS_OK
+            || config.input.has_animation != 0
+        {
             return None;
         }
+        let alpha = config.input.has_alpha != 0;
+        let channels = if alpha { 4 } else { 3 };
+        let stride = width as usize * channels;
+        let mut pixels = vec![0u8; stride * height as usize];
         config.options.use_scaling = 1;
         config.options.scaled_width = w;
         config.options.scaled_height = h;
-        config.output.colorspace = webp::WEBP_CSP_MODE::MODE_RGBA;
+        config.output.colorspace = if alpha {
+            webp::WEBP_CSP_MODE::MODE_RGBA
+        } else {
+            webp::WEBP_CSP_MODE::MODE_RGB
+        };
+        config.output.is_external_memory = 1;
+        config.output.u.RGBA.rgba = pixels.as_mut_ptr();
+        config.output.u.RGBA.stride = i32::try_from(stride).ok()?;
+        config.output.u.RGBA.size = pixels.len();
         let status = webp::WebPDecode(bytes.as_ptr(), bytes.len(), &mut config);
-        let mut image = None;
-        if status == webp::VP8StatusCode::VP8_STATUS_OK
-            && config.output.width == w
-            && config.output.height == h
-        {
-            let buffer = config.output.u.RGBA;
-            let stride = usize::try_from(buffer.stride).unwrap_or(0);
-            let row = width as usize * 4;
-            if !buffer.rgba.is_null()
-                && stride >= row
-                && buffer.size >= stride * (height as usize - 1) + row
-            {
-                let data = std::slice::from_raw_parts(buffer.rgba, buffer.size);
-                let mut pixels = Vec::with_capacity(row * height as usize);
-                for y in 0..height as usize {
-                    pixels.extend_from_slice(&data[y * stride..y * stride + row]);
-                }
-                image =
-                    image::RgbaImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgba8);
-            }
-        }
         webp::WebPFreeDecBuffer(&mut config.output);
-        image
+        if status != webp::VP8StatusCode::VP8_STATUS_OK
+            || config.output.width != w
+            || config.output.height != h
+        {
+            return None;
+        }
+        if alpha {
+            image::RgbaImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgba8)
+        } else {
+            RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8)
+        }
     }
 }
 
@@ -227,6 +233,98 @@ fn fit(width: u32, height: u32) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the bytes each thread has live on the heap, and their peak, so a test can tell
+    /// how much one call took.
+    mod heap {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static LIVE: Cell<isize> = const { Cell::new(0) };
+            static PEAK: Cell<isize> = const { Cell::new(0) };
+        }
+
+        fn note(change: isize) {
+            let _ = LIVE.try_with(|live| {
+                live.set(live.get() + change);
+                let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+            });
+        }
+
+        pub struct Counting;
+
+        // SAFETY: every call is passed to the system allocator unchanged; the counting touches
+        // only thread-locals that need no allocation and have no destructor.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                note(layout.size() as isize);
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                note(-(layout.size() as isize));
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                note(layout.size() as isize);
+                unsafe { System.alloc_zeroed(layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                note(new_size as isize - layout.size() as isize);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        /// The most this thread had on the heap, above what it had at the start, while `f` ran.
+        pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            let start = LIVE.with(Cell::get);
+            PEAK.with(|peak| peak.set(start));
+            let out = f();
+            (out, (PEAK.with(Cell::get) - start).max(0) as usize)
+        }
+    }
+
+    #[global_allocator]
+    static HEAP: heap::Counting = heap::Counting;
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_its_pixels_are_decoded() {
+        // 4000×4000 of one colour: a few KB on disk, 48 MB decoded.
+        let flat =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(4000, 4000, image::Rgb([200, 30, 30])));
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+        ] {
+            let bytes = encoded(&flat, format);
+            let (refused, peak) = heap::peak_during(|| prepare(&bytes, 1_000_000));
+            assert_eq!(
+                refused.unwrap_err(),
+                ImageError::TooManyPixels {
+                    width: 4000,
+                    height: 4000,
+                    max: 1_000_000
+                },
+                "{format:?}"
+            );
+            assert!(
+                peak < 2 << 20,
+                "{format:?}: {peak} bytes on the heap to refuse it (decoded it would be 48 MB)"
+            );
+        }
+        // The same file under a cap it fits: decoded, which shows the count sees the pixels.
+        let small =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(2000, 2000, image::Rgb([200, 30, 30])));
+        let bytes = encoded(&small, ImageFormat::Png);
+        let (prepared, peak) = heap::peak_during(|| prepare(&bytes, 50_000_000));
+        assert_eq!(prepared.unwrap().width, 1024);
+        assert!(
+            peak > 12_000_000,
+            "decoding 2000×2000 RGB took {peak} bytes"
+        );
+    }
 
     fn encoded(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config::{CaptionBackend, CaptionConfig};
 use crate::domain::CaptionSettings;
 
+pub mod cleanup;
 pub mod images;
 pub mod ollama;
 pub mod openai;
@@ -96,7 +97,7 @@ impl Captioner {
         loop {
             match self.call(&prompt, &encoded).await {
                 Ok(text) => {
-                    let cleaned = prompt::clean(&text, settings.max_caption_length as usize);
+                    let cleaned = cleanup::clean(&text, settings.max_caption_length as usize);
                     if cleaned.is_empty() {
                         return Err(ModelError::Refused(
                             "the model answered with no description".into(),
