@@ -140,6 +140,7 @@ impl Application {
             ),
             instances,
             secrets,
+            review: crate::services::review::ReviewService::new(db.clone(), runs.wake.clone()),
             runs,
             worker,
             config,

@@ -51,6 +51,7 @@ pub struct AppState {
     pub platforms: PlatformManager,
     pub settings: SettingsManager,
     pub runs: RunService,
+    pub review: crate::services::review::ReviewService,
     /// This process's worker (running unless FEDIALT_WORKER=false; tests may drain it by hand).
     pub worker: Worker,
     pub instances: InstanceClient,

@@ -1,5 +1,5 @@
 //! Housekeeping: expired sessions, old throttle counters, OAuth connections started but never
-//! answered, and finished runs past their retention. (Outbox rows are not swept: each stays until Redis has it.)
+//! answered, finished runs past their retention, and publishing jobs long done. (Outbox rows are not swept: each stays until Redis has it.)
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
             .await?;
     store::oauth_pending::delete_older_than(&mut conn, now - 10 * 60).await?;
     store::runs::delete_finished_before(&mut conn, now - RUN_RETENTION.as_secs() as i64).await?;
+    store::publish::delete_done_before(&mut conn, now - RUN_RETENTION.as_secs() as i64).await?;
     Ok((sessions, throttles))
 }
 

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::{Worker, CHECK_EVERY, MAX_ATTEMPTS};
 use crate::captioning::ModelError;
 use crate::crypto::{token_binding, ACCESS_TOKEN};
-use crate::domain::{CaptionSettings, InstanceUrl, RunId, UserId};
+use crate::domain::{CaptionSettings, InstanceUrl, RunId};
 use crate::platforms::statuses::{self, Cursor, Media, Status};
 use crate::platforms::PlatformError;
 use crate::store::drafts::{DraftRow, NewDraft};
@@ -339,7 +339,7 @@ impl Worker {
                     stop.or_stop(tokio::time::sleep(wait)).await?;
                 }
                 Err(PlatformError::InvalidToken) => {
-                    self.mark_needs_reauth(row).await;
+                    self.mark_needs_reauth(row.user_id, row.platform_id).await;
                     return Err(Failure::Fatal(
                         "The instance refused fedialt's access: this connection needs a new \
                          token. Connect the account again on Connected accounts."
@@ -360,22 +360,6 @@ impl Worker {
                 }
                 Err(e) => return Err(Failure::Fatal(crate::platforms::connect::explain(&e))),
             }
-        }
-    }
-
-    async fn mark_needs_reauth(&self, row: &RunRow) {
-        let platform_id = row.platform_id;
-        let written = self
-            .inner
-            .platforms
-            .write(UserId(row.user_id), Vec::new(), move |conn| {
-                Box::pin(async move {
-                    store::platforms::set_needs_reauth(conn, platform_id, true).await
-                })
-            })
-            .await;
-        if let Err(error) = written {
-            tracing::warn!(error = %error, "could not mark the connection as needing a new token");
         }
     }
 
@@ -800,6 +784,46 @@ impl Worker {
         status: &Status,
         settings: &CaptionSettings,
     ) -> Result<String, NotDescribed> {
+        self.describe_image(
+            &media.url,
+            settings,
+            &status.text,
+            status.language.as_deref(),
+        )
+        .await
+    }
+
+    /// One image described again, as a person asked on the review page: the same download,
+    /// checks and model slots as a run's images. Err says why, in words for people.
+    pub async fn describe_again(
+        &self,
+        image_url: &str,
+        settings: &CaptionSettings,
+        post_text: &str,
+        language: Option<&str>,
+    ) -> Result<String, String> {
+        self.describe_image(image_url, settings, post_text, language)
+            .await
+            .map_err(|e| match e {
+                NotDescribed::Image(reason) => reason,
+                NotDescribed::ModelAway(reason) => {
+                    format!("the model did not answer ({reason}); check CAPTION_BASE_URL")
+                }
+            })
+    }
+
+    /// The model's name, stored on each draft.
+    pub fn model(&self) -> &str {
+        self.inner.captioner.model()
+    }
+
+    async fn describe_image(
+        &self,
+        url: &str,
+        settings: &CaptionSettings,
+        post_text: &str,
+        language: Option<&str>,
+    ) -> Result<String, NotDescribed> {
         let inner = &self.inner;
         // Images held in memory (downloaded, waiting for or in a model call) are bounded per
         // worker, whatever the posts hold.
@@ -810,7 +834,7 @@ impl Worker {
             .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
         let downloaded = inner
             .instances
-            .download(&media.url, inner.config.max_image_bytes)
+            .download(url, inner.config.max_image_bytes)
             .await
             .map_err(|e| NotDescribed::Image(e.to_string()))?;
         let image =
@@ -824,12 +848,7 @@ impl Worker {
             .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
         inner
             .captioner
-            .describe(
-                &image.jpeg,
-                settings,
-                &status.text,
-                status.language.as_deref(),
-            )
+            .describe(&image.jpeg, settings, post_text, language)
             .await
             .map_err(|e| match e {
                 ModelError::Unreachable(reason) => NotDescribed::ModelAway(reason),

@@ -25,6 +25,10 @@ use crate::services::runs::RunService;
 use crate::store::{self, Db};
 
 mod caption;
+mod publish;
+
+/// Posts a worker publishes at once (each a few instance calls).
+const MAX_PUBLISHING: usize = 4;
 
 /// How often a running run checks that it is still its worker's (a cancel from another process
 /// reaches it within this).
@@ -57,6 +61,8 @@ struct Inner {
     images: Semaphore,
     max_runs: usize,
     config: WorkerConfig,
+    /// Connections whose rate limit is used up, and until when.
+    pauses: publish::Pauses,
 }
 
 #[derive(Clone)]
@@ -97,6 +103,7 @@ impl Worker {
                 max_runs: (concurrency * 2).max(4),
                 captioner,
                 config,
+                pauses: publish::Pauses::default(),
             }),
         }
     }
@@ -112,8 +119,21 @@ impl Worker {
             shutdown.clone(),
         );
         let mut tasks = JoinSet::new();
+        let mut publishing = JoinSet::new();
         tracing::info!(worker = %self.inner.id, "worker started");
         loop {
+            while publishing.len() < MAX_PUBLISHING {
+                match self.claim_publish().await {
+                    Ok(Some(job)) => {
+                        publishing.spawn(self.clone().publish(job));
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "could not look for posts to publish");
+                        break;
+                    }
+                }
+            }
             while tasks.len() < self.inner.max_runs {
                 match self
                     .inner
@@ -136,12 +156,57 @@ impl Worker {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(self.inner.config.poll) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(_) = publishing.join_next(), if !publishing.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
         self.inner.runs.stops.stop_all();
         while tasks.join_next().await.is_some() {}
+        // Publishing is a few calls with timeouts: let them end (a job cut short is safe, but
+        // finishing it spares the instance a re-check).
+        while publishing.join_next().await.is_some() {}
         tracing::info!(worker = %self.inner.id, "worker stopped");
+    }
+
+    async fn claim_publish(&self) -> Result<Option<store::publish::PublishJob>, store::StoreError> {
+        let now = store::now_ms();
+        let mut conn = self.inner.db.conn().await?;
+        crate::write_tx!(
+            conn,
+            store::publish::claim(
+                &mut conn,
+                &self.inner.id,
+                now,
+                now + self.inner.config.lease.as_millis() as i64
+            )
+            .await
+        )
+    }
+
+    /// Publishes every post that is due, one after another, until none is left (tests).
+    pub async fn drain_publishing(&self) -> usize {
+        let mut done = 0;
+        while let Ok(Some(job)) = self.claim_publish().await {
+            self.clone().publish(job).await;
+            done += 1;
+        }
+        done
+    }
+
+    /// Marks a connection whose token the instance refused, so its pages say so.
+    async fn mark_needs_reauth(&self, user_id: i64, platform_id: i64) {
+        let written = self
+            .inner
+            .platforms
+            .write(crate::domain::UserId(user_id), Vec::new(), move |conn| {
+                Box::pin(async move {
+                    store::platforms::set_needs_reauth(conn, platform_id, true).await
+                })
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(error = %error, "could not mark the connection as needing a new token");
+        }
     }
 
     /// Carries out every run that is due, one after another, until none is left (tests).

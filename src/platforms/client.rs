@@ -23,7 +23,7 @@ fn is_plain_token(text: &str) -> bool {
 
 /// Text from an instance, fit to show: no control or bidirectional-control characters, trimmed,
 /// at most `max` characters.
-fn display_text(text: &str, max: usize) -> String {
+pub(crate) fn display_text(text: &str, max: usize) -> String {
     text.chars()
         .filter(|&c| !crate::domain::is_hidden_control(c))
         .collect::<String>()

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod connect;
 pub mod guard;
+pub mod publish;
 pub mod statuses;
 
 pub use client::{InstanceClient, PlatformError};

@@ -11,6 +11,7 @@ pub mod health;
 pub mod home;
 pub mod metrics;
 pub mod platforms;
+pub mod review;
 pub mod runs;
 
 /// Fixed paths first, then the ones with a parameter: the router tries routes in order, and a
@@ -33,6 +34,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(caption::run::cancel),
         )
         .route("/runs", web::get().to(runs::list))
+        .route("/review", web::get().to(review::queue))
+        .route("/review/status", web::get().to(review::status))
+        .route("/review/bulk", web::post().to(review::bulk))
+        .route("/history", web::get().to(review::history))
         .route("/caption_settings", web::get().to(caption::settings::form))
         .route("/caption_settings", web::post().to(caption::settings::save))
         .route(
@@ -86,6 +91,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(platforms::delete::delete)),
         )
         .route("/runs/{id}", web::get().to(runs::show))
+        .route("/review/{id}/save", web::post().to(review::save))
+        .route("/review/{id}/approve", web::post().to(review::approve))
+        .route("/review/{id}/reject", web::post().to(review::reject))
+        .route(
+            "/review/{id}/regenerate",
+            web::post().to(review::regenerate),
+        )
+        .route("/review/{id}/retry", web::post().to(review::retry))
         .route(
             "/static/{path:.*}",
             web::get().to(crate::web::assets::serve),

@@ -1,5 +1,5 @@
-//! GET /runs (a person's runs, newest first) and GET /runs/{id} (one run and its drafts; read-only
-//! until reviewing lands).
+//! GET /runs (a person's runs, newest first) and GET /runs/{id} (one run and its drafts; they are
+//! reviewed on /review).
 
 use std::collections::HashMap;
 

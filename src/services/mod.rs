@@ -2,6 +2,7 @@
 //! cache/ or a Redis command. Each is built on the one caching pattern, `Versioned` (versioned.rs).
 
 pub mod platforms;
+pub mod review;
 pub mod runs;
 pub mod settings;
 pub mod versioned;

@@ -12,9 +12,26 @@ use super::{now, Conn, StoreError};
 use crate::run;
 
 pub const PENDING: &str = "pending";
+pub const APPROVED: &str = "approved";
+pub const PUBLISHING: &str = "publishing";
+pub const PUBLISHED: &str = "published";
+pub const REJECTED: &str = "rejected";
 pub const GENERATION_FAILED: &str = "generation_failed";
+pub const PUBLISH_FAILED: &str = "publish_failed";
+pub const ALREADY_DESCRIBED: &str = "already_described";
+/// Every state, in the order the review page offers them.
+pub const STATES: [&str; 8] = [
+    PENDING,
+    APPROVED,
+    PUBLISHING,
+    PUBLISHED,
+    PUBLISH_FAILED,
+    REJECTED,
+    GENERATION_FAILED,
+    ALREADY_DESCRIBED,
+];
 /// States a run never replaces (with `edited`): a person's decision or the instance's copy.
-pub const KEPT: [&str; 3] = ["approved", "publishing", "published"];
+pub const KEPT: [&str; 3] = [APPROVED, PUBLISHING, PUBLISHED];
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = cd)]
@@ -38,6 +55,8 @@ pub struct DraftRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub prompt_version: i32,
+    pub version: i64,
+    pub published_at: Option<i64>,
 }
 
 impl DraftRow {
@@ -106,7 +125,10 @@ pub async fn put(conn: &mut Conn, new: &NewDraft) -> Result<bool, StoreError> {
             Ok(true)
         }
         Some(old) if old.replaceable() => {
-            run!(conn, |c| diesel::update(cd::table.find(old.id))
+            // Conditional, so a person's edit or approval made since the read above wins.
+            let n = run!(conn, |c| diesel::update(cd::table.find(old.id))
+                .filter(cd::edited.eq(false))
+                .filter(cd::state.ne_all(KEPT))
                 .set((
                     cd::run_id.eq(new.run_id),
                     cd::status_url.eq(&new.status_url),
@@ -120,10 +142,11 @@ pub async fn put(conn: &mut Conn, new: &NewDraft) -> Result<bool, StoreError> {
                     cd::state.eq(&new.state),
                     cd::error.eq(&new.error),
                     cd::updated_at.eq(now()),
+                    cd::version.eq(cd::version + 1),
                 ))
                 .execute(c)
                 .await)?;
-            Ok(true)
+            Ok(n == 1)
         }
         Some(_) => Ok(false),
     }
@@ -134,6 +157,198 @@ pub async fn for_run(conn: &mut Conn, run_id: i64) -> Result<Vec<DraftRow>, Stor
     Ok(run!(conn, |c| cd::table
         .filter(cd::run_id.eq(run_id))
         .order(cd::id.asc())
+        .select(DraftRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// The draft, only if it is that person's.
+pub async fn owned(conn: &mut Conn, id: i64, user_id: i64) -> Result<Option<DraftRow>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .find(id)
+        .filter(cd::user_id.eq(user_id))
+        .select(DraftRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// Those of the drafts that are that person's.
+pub async fn owned_many(
+    conn: &mut Conn,
+    ids: &[i64],
+    user_id: i64,
+) -> Result<Vec<DraftRow>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::id.eq_any(ids))
+        .filter(cd::user_id.eq(user_id))
+        .select(DraftRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// A page of a connection's drafts in one state (or all), newest first.
+pub async fn page(
+    conn: &mut Conn,
+    platform_id: i64,
+    state: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<DraftRow>, StoreError> {
+    macro_rules! query {
+        () => {
+            cd::table
+                .filter(cd::platform_id.eq(platform_id))
+                .order(cd::id.desc())
+                .limit(limit)
+                .offset(offset)
+                .select(DraftRow::as_select())
+        };
+    }
+    Ok(match state {
+        Some(state) => run!(conn, |c| query!().filter(cd::state.eq(state)).load(c).await)?,
+        None => run!(conn, |c| query!().load(c).await)?,
+    })
+}
+
+/// How many drafts of a connection are in each state.
+pub async fn counts(conn: &mut Conn, platform_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::platform_id.eq(platform_id))
+        .group_by(cd::state)
+        .select((cd::state, diesel::dsl::count_star()))
+        .load(c)
+        .await)?)
+}
+
+/// A person's change to a draft, made only while it is in one of `from` (and, when given, still
+/// at `version`): the new state, and the text when it changes.
+pub struct Change<'a> {
+    pub from: &'a [&'a str],
+    pub version: Option<i64>,
+    pub state: &'a str,
+    pub alt_text: Option<&'a str>,
+    pub edited: Option<bool>,
+    pub model: Option<(&'a str, i32)>,
+}
+
+/// Applies `change`; None when the draft was not in a state it applies to (or had changed).
+pub async fn change(
+    conn: &mut Conn,
+    id: i64,
+    user_id: i64,
+    change: &Change<'_>,
+) -> Result<Option<DraftRow>, StoreError> {
+    let target = cd::table
+        .find(id)
+        .filter(cd::user_id.eq(user_id))
+        .filter(cd::state.eq_any(change.from));
+    // The assignments, built afresh for each branch (they are moved into the statement).
+    macro_rules! set {
+        () => {
+            (
+                (
+                    cd::state.eq(change.state),
+                    cd::error.eq(None::<String>),
+                    cd::updated_at.eq(now()),
+                    cd::version.eq(cd::version + 1),
+                ),
+                change.alt_text.map(|t| cd::alt_text.eq(t)),
+                change.edited.map(|e| cd::edited.eq(e)),
+                change.model.map(|(m, _)| cd::model.eq(m)),
+                change.model.map(|(_, v)| cd::prompt_version.eq(v)),
+            )
+        };
+    }
+    Ok(match change.version {
+        Some(version) => run!(conn, |c| diesel::update(
+            target.filter(cd::version.eq(version))
+        )
+        .set(set!())
+        .returning(DraftRow::as_returning())
+        .get_result(c)
+        .await
+        .optional())?,
+        None => run!(conn, |c| diesel::update(target)
+            .set(set!())
+            .returning(DraftRow::as_returning())
+            .get_result(c)
+            .await
+            .optional())?,
+    })
+}
+
+/// The drafts of one post waiting to go out (approved, or caught halfway by a worker that stopped).
+pub async fn to_publish(
+    conn: &mut Conn,
+    platform_id: i64,
+    status_id: &str,
+) -> Result<Vec<DraftRow>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::platform_id.eq(platform_id))
+        .filter(cd::status_id.eq(status_id))
+        .filter(cd::state.eq_any([APPROVED, PUBLISHING]))
+        .order(cd::id.asc())
+        .select(DraftRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// Marks approved drafts as going out; the ones it marked.
+pub async fn mark_publishing(conn: &mut Conn, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    Ok(run!(conn, |c| diesel::update(
+        cd::table
+            .filter(cd::id.eq_any(ids))
+            .filter(cd::state.eq_any([APPROVED, PUBLISHING]))
+    )
+    .set((
+        cd::state.eq(PUBLISHING),
+        cd::updated_at.eq(now()),
+        cd::version.eq(cd::version + 1),
+    ))
+    .returning(cd::id)
+    .get_results(c)
+    .await)?)
+}
+
+/// The end of publishing one draft: published (with the text that went out), already_described
+/// or publish_failed with why. Only a draft still publishing is changed.
+pub async fn settle(
+    conn: &mut Conn,
+    id: i64,
+    state: &str,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let now = now();
+    let published_at = (state == PUBLISHED).then_some(now);
+    let n = run!(conn, |c| diesel::update(
+        cd::table.find(id).filter(cd::state.eq(PUBLISHING))
+    )
+    .set((
+        cd::state.eq(state),
+        cd::error.eq(error),
+        cd::published_at.eq(published_at),
+        cd::updated_at.eq(now),
+        cd::version.eq(cd::version + 1),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
+}
+
+/// A person's published drafts, newest first.
+pub async fn published(
+    conn: &mut Conn,
+    user_id: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<DraftRow>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::user_id.eq(user_id))
+        .filter(cd::state.eq(PUBLISHED))
+        .order((cd::published_at.desc(), cd::id.desc()))
+        .limit(limit)
+        .offset(offset)
         .select(DraftRow::as_select())
         .load(c)
         .await)?)

@@ -23,6 +23,7 @@ pub mod oauth_apps;
 pub mod oauth_pending;
 pub mod outbox;
 pub mod platforms;
+pub mod publish;
 pub mod runs;
 pub mod schema;
 pub mod sessions;

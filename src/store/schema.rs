@@ -162,6 +162,26 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         prompt_version -> Integer,
+        version -> BigInt,
+        published_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    publish_jobs (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        platform_id -> BigInt,
+        status_id -> Text,
+        requested -> BigInt,
+        handled -> BigInt,
+        attempts -> Integer,
+        run_after -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
     }
 }
 
@@ -184,5 +204,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     cache_state,
     caption_jobs,
     caption_drafts,
+    publish_jobs,
     platform_connections
 );

@@ -100,6 +100,21 @@ impl Page {
         self.with("errors", &list)
     }
 
+    /// The rendered text alone (a part of a page that a script puts in place).
+    pub fn render_text(self, tera: &tera::Tera, template: &str) -> Result<String, AppError> {
+        let rendered = match self.failed {
+            Some(e) => Err(e),
+            None => {
+                let mut json = self.json;
+                json.push(b'}');
+                crate::web::templates::render_memoized(tera, template, json)
+            }
+        };
+        rendered
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))
+    }
+
     /// The page, rendered with the templates built at start (`AppState::templates`).
     pub fn render(self, tera: &tera::Tera, template: &str) -> Result<HttpResponse, AppError> {
         self.render_status(tera, StatusCode::OK, template)

@@ -17,5 +17,6 @@ mod migrations;
 mod near_cache;
 mod platforms;
 mod redis_resilience;
+mod review;
 mod runs;
 mod services;

@@ -77,19 +77,38 @@ pub struct FakeState {
     pub request_times: Vec<(String, std::time::Instant)>,
     /// Files served instead of the usual PNG, by media id: the bytes and the Content-Type sent.
     pub media_files: HashMap<String, (Vec<u8>, String)>,
+    /// Every call on one post or medium (statuses/:id, its source, media/:id), "GET /api/..."
+    pub post_calls: Vec<String>,
+    /// Edits that changed a post (Mastodon) or a medium (Pixelfed), in order.
+    pub edits: usize,
+    /// The next calls on a post or medium answer these statuses instead (429 with Retry-After 1).
+    pub fail_post_calls: std::collections::VecDeque<u16>,
+    /// The next edits are made and then answered with a 500, as if the answer was lost.
+    pub edit_then_fail: usize,
+    /// Edits wait for a permit here (a test holds one in flight).
+    pub hold_edits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Mastodon's rate limit on post calls: (requests left, seconds to the reset); 429 at 0.
+    pub post_rate_limit: Option<(i64, u64)>,
+    /// Calls refused with a 429 by that limit.
+    pub rate_limited: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FakeMedia {
     pub id: String,
     pub kind: &'static str,
     pub description: Option<String>,
+    pub focus: Option<(f64, f64)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FakePost {
     pub id: u64,
     pub content: String,
+    /// The text as its author wrote it (GET /api/v1/statuses/:id/source).
+    pub source: String,
+    pub spoiler_text: String,
+    pub sensitive: bool,
     pub language: Option<String>,
     pub reblog: bool,
     pub reply: bool,
@@ -102,6 +121,9 @@ impl FakePost {
         FakePost {
             id,
             content: format!("<p>Post {id} &amp; friends</p>"),
+            source: format!("Post {id} & friends"),
+            spoiler_text: String::new(),
+            sensitive: false,
             language: Some("en".into()),
             reblog: false,
             reply: false,
@@ -111,6 +133,7 @@ impl FakePost {
                     id: (*m).to_owned(),
                     kind: "image",
                     description: None,
+                    focus: None,
                 })
                 .collect(),
         }
@@ -126,6 +149,7 @@ impl FakePost {
             id: id.to_owned(),
             kind,
             description: description.map(str::to_owned),
+            focus: None,
         });
         self
     }
@@ -186,6 +210,10 @@ impl FakeInstance {
                 .route("/api/v1/apps", web::post().to(register_app))
                 .route("/api/v1/accounts/{id}/statuses", web::get().to(statuses))
                 .route("/media/{file}", web::get().to(media_file))
+                .route("/api/v1/statuses/{id}", web::get().to(get_status))
+                .route("/api/v1/statuses/{id}", web::put().to(edit_status))
+                .route("/api/v1/statuses/{id}/source", web::get().to(status_source))
+                .route("/api/v1/media/{id}", web::put().to(update_media))
                 .route("/oauth/authorize", web::get().to(authorize))
                 .route("/oauth/token", web::post().to(token))
                 .default_service(web::to(fallback))
@@ -462,7 +490,10 @@ fn post_json(base: &str, username: &str, post: &FakePost) -> serde_json::Value {
                 "url": format!("{base}/media/{}.png", m.id),
                 "preview_url": format!("{base}/media/{}_small.png", m.id),
                 "remote_url": null, "preview_remote_url": null, "text_url": null,
-                "meta": {"original": {"width": 640, "height": 480}},
+                "meta": match m.focus {
+                    Some((x, y)) => json!({"original": {"width": 640, "height": 480}, "focus": {"x": x, "y": y}}),
+                    None => json!({"original": {"width": 640, "height": 480}}),
+                },
                 "description": m.description, "blurhash": "UFGb?V00~q%M"
             })
         })
@@ -471,7 +502,7 @@ fn post_json(base: &str, username: &str, post: &FakePost) -> serde_json::Value {
     let status = json!({
         "id": post.id.to_string(), "created_at": "2026-11-01T10:00:00.000Z",
         "in_reply_to_id": if post.reply { json!("1") } else { json!(null) },
-        "in_reply_to_account_id": null, "sensitive": false, "spoiler_text": "",
+        "in_reply_to_account_id": null, "sensitive": post.sensitive, "spoiler_text": post.spoiler_text,
         "visibility": "public", "language": post.language, "uri": url.clone(), "url": url,
         "replies_count": 0, "reblogs_count": 0, "favourites_count": 0,
         "content": post.content, "reblog": null, "media_attachments": media,
@@ -613,4 +644,287 @@ async fn media_file(shared: web::Data<Shared>, path: web::Path<String>) -> HttpR
     HttpResponse::Ok()
         .content_type("image/png")
         .body(image_bytes(&id))
+}
+
+/// The checks every call on a post or medium goes through, in Mastodon's order: the token, the
+/// rate limit, then any failure the test asked for. Err is the answer to give.
+type Headers = Vec<(&'static str, String)>;
+
+fn post_call(
+    state: &mut FakeState,
+    req: &HttpRequest,
+) -> Result<(FakeAccount, Headers), Box<HttpResponse>> {
+    state
+        .post_calls
+        .push(format!("{} {}", req.method(), req.path()));
+    let Some(account) = bearer(req).and_then(|t| state.accounts.get(&t).cloned()) else {
+        return Err(Box::new(
+            HttpResponse::Unauthorized().json(json!({"error": "The access token is invalid"})),
+        ));
+    };
+    let mut headers = Vec::new();
+    if let Some((left, reset_in)) = state.post_rate_limit {
+        let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(reset_in as i64);
+        let reset = reset
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        if left <= 0 {
+            return Err(Box::new(
+                HttpResponse::TooManyRequests()
+                    .insert_header(("X-RateLimit-Limit", "300"))
+                    .insert_header(("X-RateLimit-Remaining", "0"))
+                    .insert_header(("X-RateLimit-Reset", reset))
+                    .json(json!({"error": "Too many requests"})),
+            ));
+        }
+        state.post_rate_limit = Some((left - 1, reset_in));
+        headers.push(("X-RateLimit-Limit", "300".to_owned()));
+        headers.push(("X-RateLimit-Remaining", (left - 1).to_string()));
+        headers.push(("X-RateLimit-Reset", reset));
+    }
+    if let Some(status) = state.fail_post_calls.pop_front() {
+        let mut response =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+        if status == 429 {
+            response.insert_header(("Retry-After", "1"));
+        }
+        return Err(Box::new(
+            response.json(json!({"error": format!("Fake failure {status}")})),
+        ));
+    }
+    Ok((account, headers))
+}
+
+fn with_headers(
+    mut response: actix_web::HttpResponseBuilder,
+    headers: Vec<(&'static str, String)>,
+) -> actix_web::HttpResponseBuilder {
+    for header in headers {
+        response.insert_header(header);
+    }
+    response
+}
+
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": "Record not found"}))
+}
+
+/// GET /api/v1/statuses/:id
+async fn get_status(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let base = format!("http://{}", req.connection_info().host());
+    let mut state = shared.state.lock().unwrap();
+    let (account, headers) = match post_call(&mut state, &req) {
+        Ok(ok) => ok,
+        Err(response) => return *response,
+    };
+    match state.posts.iter().find(|p| p.id.to_string() == *path) {
+        Some(post) => with_headers(HttpResponse::Ok(), headers).json(post_json(
+            &base,
+            &account.username,
+            post,
+        )),
+        None => not_found(),
+    }
+}
+
+/// GET /api/v1/statuses/:id/source (Mastodon only).
+async fn status_source(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if shared.flavor != Flavor::Mastodon {
+        return not_found();
+    }
+    let mut state = shared.state.lock().unwrap();
+    let headers = match post_call(&mut state, &req) {
+        Ok((_, headers)) => headers,
+        Err(response) => return *response,
+    };
+    match state.posts.iter().find(|p| p.id.to_string() == *path) {
+        Some(post) => with_headers(HttpResponse::Ok(), headers).json(json!({
+            "id": post.id.to_string(), "text": post.source, "spoiler_text": post.spoiler_text
+        })),
+        None => not_found(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn too_long(limit: usize) -> HttpResponse {
+    HttpResponse::UnprocessableEntity().json(json!({
+        "error": format!("Validation failed: Description is too long (maximum is {limit} characters)")
+    }))
+}
+
+/// PUT /api/v1/statuses/:id, as Mastodon's UpdateStatusService does it: the text replaced; a
+/// missing spoiler_text clears the content warning; media_ids missing removes every attachment;
+/// media_attributes[] change each attachment's description and focus (a description over the
+/// limit is a 422, and nothing changes); language and sensitive kept when not sent.
+async fn edit_status(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> HttpResponse {
+    if shared.flavor != Flavor::Mastodon {
+        return not_found();
+    }
+    let (hold, headers) = {
+        let mut state = shared.state.lock().unwrap();
+        let headers = match post_call(&mut state, &req) {
+            Ok((_, headers)) => headers,
+            Err(response) => return *response,
+        };
+        (state.hold_edits.clone(), headers)
+    };
+    if let Some(hold) = hold {
+        hold.acquire().await.unwrap().forget();
+    }
+    let mut state = shared.state.lock().unwrap();
+    let limit = state.description_limit.unwrap_or(1500) as usize;
+    let Some(index) = state.posts.iter().position(|p| p.id.to_string() == *path) else {
+        return not_found();
+    };
+    let mut post = state.posts[index].clone();
+    let body = body.into_inner();
+    if body.get("poll").is_some() && !post.media.is_empty() {
+        return HttpResponse::UnprocessableEntity().json(
+            json!({"error": "Validation failed: Media can't be attached to a post with a poll"}),
+        );
+    }
+    post.source = body["status"].as_str().unwrap_or("").to_owned();
+    post.content = format!("<p>{}</p>", escape(&post.source));
+    post.spoiler_text = body["spoiler_text"].as_str().unwrap_or("").to_owned();
+    if body.get("sensitive").is_some() || body.get("spoiler_text").is_some() {
+        post.sensitive =
+            body["sensitive"].as_bool().unwrap_or(false) || !post.spoiler_text.is_empty();
+    }
+    if let Some(language) = body["language"].as_str() {
+        post.language = Some(language.to_owned());
+    }
+    let ids: Vec<String> = body["media_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut media = Vec::new();
+    for id in &ids {
+        match post.media.iter().find(|m| &m.id == id) {
+            Some(m) => media.push(m.clone()),
+            None => {
+                return HttpResponse::UnprocessableEntity()
+                    .json(json!({"error": "Validation failed: Media attachments are invalid"}))
+            }
+        }
+    }
+    for attribute in body["media_attributes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(m) = media
+            .iter_mut()
+            .find(|m| Some(m.id.as_str()) == attribute["id"].as_str())
+        else {
+            continue;
+        };
+        if let Some(description) = attribute["description"].as_str() {
+            if description.chars().count() > limit {
+                return too_long(limit);
+            }
+            m.description = Some(description.to_owned());
+        }
+        if let Some(focus) = attribute["focus"].as_str() {
+            let parts: Vec<f64> = focus
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect();
+            if let [x, y] = parts[..] {
+                m.focus = Some((x, y));
+            }
+        }
+    }
+    post.media = media;
+    state.posts[index] = post.clone();
+    state.edits += 1;
+    if state.edit_then_fail > 0 {
+        state.edit_then_fail -= 1;
+        return HttpResponse::InternalServerError()
+            .json(json!({"error": "We're sorry, but something went wrong"}));
+    }
+    let base = format!("http://{}", req.connection_info().host());
+    let username = state
+        .accounts
+        .values()
+        .next()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
+    with_headers(HttpResponse::Ok(), headers).json(post_json(&base, &username, &post))
+}
+
+#[derive(Deserialize)]
+struct MediaForm {
+    description: Option<String>,
+}
+
+/// PUT /api/v1/media/:id: Mastodon refuses it once the medium is attached to a post (404, as
+/// Mastodon answers); Pixelfed changes the description.
+async fn update_media(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<MediaForm>,
+) -> HttpResponse {
+    let (hold, headers) = {
+        let mut state = shared.state.lock().unwrap();
+        let headers = match post_call(&mut state, &req) {
+            Ok((_, headers)) => headers,
+            Err(response) => return *response,
+        };
+        (state.hold_edits.clone(), headers)
+    };
+    if let Some(hold) = hold {
+        hold.acquire().await.unwrap().forget();
+    }
+    let mut state = shared.state.lock().unwrap();
+    let limit = state.description_limit.unwrap_or(1000) as usize;
+    let found = state
+        .posts
+        .iter()
+        .position(|p| p.media.iter().any(|m| m.id == *path));
+    let Some(index) = found else {
+        return not_found();
+    };
+    if shared.flavor == Flavor::Mastodon {
+        return not_found();
+    }
+    let description = form.description.clone().unwrap_or_default();
+    if description.chars().count() > limit {
+        return too_long(limit);
+    }
+    let medium = state.posts[index]
+        .media
+        .iter_mut()
+        .find(|m| m.id == *path)
+        .unwrap();
+    medium.description = Some(description);
+    let answer = json!({"id": medium.id, "type": medium.kind, "description": medium.description});
+    state.edits += 1;
+    if state.edit_then_fail > 0 {
+        state.edit_then_fail -= 1;
+        return HttpResponse::InternalServerError().json(json!({"error": "Server error"}));
+    }
+    with_headers(HttpResponse::Ok(), headers).json(answer)
 }

@@ -1,0 +1,702 @@
+//! The review queue (GET /review), what a person does with a draft (POST /review/{id}/save,
+//! approve, reject, regenerate, retry; POST /review/bulk), the drafts' states for the page's
+//! script (GET /review/status) and what was published (GET /history).
+//!
+//! Every action is a form POST that works without JavaScript (Post/Redirect/Get back to the same
+//! page of the queue, with a flash; a refused text re-renders the page with what was typed, so
+//! nothing is lost). Sent by static/review.js with `Accept: application/json`, the answer is JSON
+//! with the changed drafts' HTML, which the script puts in place.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_flash_messages::{FlashMessage, IncomingFlashMessages};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::CurrentUser;
+use crate::domain::{DraftId, PlatformId};
+use crate::routes::caption::view_or_redirect;
+use crate::routes::error::AppError;
+use crate::routes::see_other;
+use crate::services::review::{self, Refused};
+use crate::sessions::TypedSession;
+use crate::state::AppState;
+use crate::store::drafts::{self, DraftRow};
+use crate::web::page::Page;
+
+/// The post's text shown beside a draft, in characters.
+const POST_TEXT_SHOWN: usize = 300;
+
+/// A draft as the page shows it.
+#[derive(Serialize)]
+struct DraftView {
+    id: i64,
+    state: String,
+    state_text: &'static str,
+    alt_text: String,
+    length: usize,
+    edited: bool,
+    error: Option<String>,
+    /// A refused text's message, shown at the text area.
+    problem: Option<String>,
+    preview_url: String,
+    status_url: String,
+    post_text: String,
+    language: Option<String>,
+    model: String,
+    drafted: String,
+    published: Option<String>,
+    actions: Vec<&'static str>,
+    busy: bool,
+}
+
+/// "2026-11-29 14:05 UTC"
+fn when(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn view(d: &DraftRow) -> DraftView {
+    let post_text: String = d.post_text.chars().take(POST_TEXT_SHOWN).collect();
+    DraftView {
+        id: d.id,
+        state: d.state.clone(),
+        state_text: review::state_text(&d.state),
+        length: d.alt_text.chars().count(),
+        alt_text: d.alt_text.clone(),
+        edited: d.edited,
+        error: d.error.clone(),
+        problem: None,
+        preview_url: d.preview_url.clone(),
+        status_url: d.status_url.clone(),
+        post_text: if post_text.len() < d.post_text.len() {
+            format!("{post_text}…")
+        } else {
+            post_text
+        },
+        language: d.language.clone(),
+        model: d.model.clone(),
+        drafted: when(d.created_at),
+        published: d.published_at.map(when),
+        actions: review::actions(&d.state),
+        busy: matches!(d.state.as_str(), drafts::APPROVED | drafts::PUBLISHING),
+    }
+}
+
+/// Which page of the queue a form came from, to go back to.
+#[derive(Clone, Debug, Serialize)]
+struct Back {
+    state: String,
+    page: i64,
+}
+
+impl Back {
+    fn parse(state: Option<&str>, page: Option<&str>) -> Back {
+        let state = match state {
+            Some(s) if s == "all" || drafts::STATES.contains(&s) => s.to_owned(),
+            _ => drafts::PENDING.to_owned(),
+        };
+        let page = page
+            .and_then(|p| p.trim().parse::<i64>().ok())
+            .filter(|p| (1..=1_000_000).contains(p))
+            .unwrap_or(1);
+        Back { state, page }
+    }
+
+    fn filter(&self) -> Option<&str> {
+        (self.state != "all").then_some(self.state.as_str())
+    }
+
+    fn location(&self, draft: Option<i64>) -> String {
+        let anchor = draft.map(|id| format!("#draft-{id}")).unwrap_or_default();
+        format!("/review?state={}&page={}{anchor}", self.state, self.page)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct QueueQuery {
+    state: Option<String>,
+    page: Option<String>,
+}
+
+fn filter_label(state: &str) -> &'static str {
+    match state {
+        "all" => "All",
+        drafts::PENDING => "To review",
+        drafts::APPROVED => "Approved",
+        drafts::PUBLISHING => "Publishing",
+        drafts::PUBLISHED => "Published",
+        drafts::PUBLISH_FAILED => "Publishing failed",
+        drafts::REJECTED => "Rejected",
+        drafts::GENERATION_FAILED => "Could not be described",
+        drafts::ALREADY_DESCRIBED => "Described meanwhile",
+        _ => "Other",
+    }
+}
+
+#[derive(Serialize)]
+struct Filter {
+    state: &'static str,
+    label: &'static str,
+    count: i64,
+    current: bool,
+}
+
+/// The queue page; `refused` puts a person's refused text back in its draft with the message.
+async fn render_queue(
+    state: &AppState,
+    user: &CurrentUser,
+    session: &TypedSession,
+    back: &Back,
+    flashes: Option<&IncomingFlashMessages>,
+    refused: Option<(i64, &str, String)>,
+) -> Result<HttpResponse, AppError> {
+    let view_ = view_or_redirect(state, session, user.uid, false).await?;
+    let platform = &view_.current;
+    let queue = state
+        .review
+        .queue(platform.id, back.filter(), back.page)
+        .await?;
+    let mut filters = vec![Filter {
+        state: "all",
+        label: filter_label("all"),
+        count: queue.counts.iter().map(|(_, n)| n).sum(),
+        current: back.state == "all",
+    }];
+    filters.extend(queue.counts.iter().map(|(s, n)| Filter {
+        state: s,
+        label: filter_label(s),
+        count: *n,
+        current: back.state == *s,
+    }));
+    let mut views: Vec<DraftView> = queue.drafts.iter().map(view).collect();
+    let status = match &refused {
+        Some((id, text, message)) => {
+            if let Some(v) = views.iter_mut().find(|v| v.id == *id) {
+                v.alt_text = (*text).to_owned();
+                v.length = text.chars().count();
+                v.problem = Some(message.clone());
+            }
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        None => StatusCode::OK,
+    };
+    let back = Back {
+        state: back.state.clone(),
+        page: queue.page,
+    };
+    let mut page = Page::new("Review drafts", Some(user), flashes)
+        .with("account", &platform.handle())
+        .with("needs_reauth", &platform.needs_reauth)
+        .with("limit", &platform.description_limit)
+        .with("filters", &filters)
+        .with("filter_label", &filter_label(&back.state))
+        .with("drafts", &views)
+        .with("total", &queue.total)
+        .with("pages", &queue.pages)
+        .with("back", &back);
+    if let Some((_, _, message)) = &refused {
+        page = page.with("problem", message);
+    }
+    page.render_status(&state.templates, status, "review/index.html")
+}
+
+pub async fn queue(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    query: web::Query<QueueQuery>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let back = Back::parse(query.state.as_deref(), query.page.as_deref());
+    render_queue(&state, &user, &session, &back, Some(&flashes), None).await
+}
+
+#[derive(Deserialize)]
+pub struct DraftForm {
+    #[serde(default)]
+    csrf_token: String,
+    alt_text: Option<String>,
+    back_state: Option<String>,
+    back_page: Option<String>,
+}
+
+impl DraftForm {
+    fn back(&self) -> Back {
+        Back::parse(self.back_state.as_deref(), self.back_page.as_deref())
+    }
+}
+
+/// Whether the page's script sent this (it wants JSON back).
+fn scripted(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// One draft's HTML, as the queue page shows it.
+fn draft_html(
+    state: &AppState,
+    user: &CurrentUser,
+    draft: &DraftView,
+    limit: usize,
+    back: &Back,
+) -> Result<String, AppError> {
+    Page::new("", Some(user), None)
+        .with("d", draft)
+        .with("limit", &limit)
+        .with("back", back)
+        .render_text(&state.templates, "review/draft.html")
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
+}
+
+/// The answer to a person's action on one draft.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &CurrentUser,
+    session: &TypedSession,
+    id: DraftId,
+    back: &Back,
+    typed: Option<&str>,
+    result: Result<DraftRow, Refused>,
+    done: &str,
+) -> Result<HttpResponse, AppError> {
+    let json_wanted = scripted(req);
+    match result {
+        Ok(row) => {
+            if json_wanted {
+                let limit = state
+                    .review
+                    .draft(user.uid, id)
+                    .await?
+                    .map_or(1500, |(_, l)| l);
+                let html = draft_html(state, user, &view(&row), limit, back)?;
+                return Ok(json(
+                    StatusCode::OK,
+                    serde_json::json!({"message": done, "drafts": [{"id": row.id, "state": row.state, "html": html}]}),
+                ));
+            }
+            FlashMessage::success(done).send();
+            Ok(see_other(&back.location(Some(row.id))))
+        }
+        Err(Refused::NotFound) => Err(AppError::NotFound),
+        Err(Refused::Invalid(message)) => {
+            if json_wanted {
+                return Ok(json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({"message": message, "errors": {"alt_text": message}}),
+                ));
+            }
+            render_queue(
+                state,
+                user,
+                session,
+                back,
+                None,
+                Some((id.get(), typed.unwrap_or(""), message)),
+            )
+            .await
+        }
+        Err(Refused::State(message)) => {
+            if json_wanted {
+                let mut body = serde_json::json!({"message": message});
+                if let Some((row, limit)) = state.review.draft(user.uid, id).await? {
+                    let html = draft_html(state, user, &view(&row), limit, back)?;
+                    body["drafts"] =
+                        serde_json::json!([{"id": row.id, "state": row.state, "html": html}]);
+                }
+                return Ok(json(StatusCode::CONFLICT, body));
+            }
+            FlashMessage::error(message).send();
+            Ok(see_other(&back.location(Some(id.get()))))
+        }
+    }
+}
+
+pub async fn save(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<DraftId>,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let text = form.alt_text.as_deref().unwrap_or("");
+    let result = state.review.save(user.uid, id, text).await?;
+    answer(
+        &req,
+        &state,
+        &user,
+        &session,
+        id,
+        &form.back(),
+        Some(text),
+        result,
+        "Your edit is saved; the draft waits for your approval.",
+    )
+    .await
+}
+
+pub async fn approve(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<DraftId>,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let text = form.alt_text.as_deref();
+    let result = state.review.approve(user.uid, id, text).await?;
+    answer(
+        &req,
+        &state,
+        &user,
+        &session,
+        id,
+        &form.back(),
+        text,
+        result,
+        "Approved: fedialt is publishing the description to the post.",
+    )
+    .await
+}
+
+pub async fn reject(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<DraftId>,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let result = state.review.reject(user.uid, id).await?;
+    answer(
+        &req,
+        &state,
+        &user,
+        &session,
+        id,
+        &form.back(),
+        None,
+        result,
+        "Rejected: the post is left as it is.",
+    )
+    .await
+}
+
+pub async fn retry(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<DraftId>,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let result = state.review.retry(user.uid, id).await?;
+    answer(
+        &req,
+        &state,
+        &user,
+        &session,
+        id,
+        &form.back(),
+        None,
+        result,
+        "fedialt is publishing the description again.",
+    )
+    .await
+}
+
+pub async fn regenerate(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    path: web::Path<DraftId>,
+    form: web::Form<DraftForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let back = form.back();
+    let Some((draft, _)) = state.review.draft(user.uid, id).await? else {
+        return Err(AppError::NotFound);
+    };
+    if !review::REGENERATE_FROM.contains(&draft.state.as_str()) {
+        let refused = Err(Refused::State(review::not_now(&draft.state, "regenerated")));
+        return answer(&req, &state, &user, &session, id, &back, None, refused, "").await;
+    }
+    let settings = match state
+        .settings
+        .get_user_settings(user.uid, PlatformId(draft.platform_id))
+        .await
+    {
+        Ok((_, settings)) => settings.settings,
+        Err(crate::services::settings::SettingsError::NotFound) => return Err(AppError::NotFound),
+        Err(crate::services::settings::SettingsError::Store(e)) => return Err(e.into()),
+    };
+    let result = match state
+        .worker
+        .describe_again(
+            &draft.image_url,
+            &settings,
+            &draft.post_text,
+            draft.language.as_deref(),
+        )
+        .await
+    {
+        Ok(text) => {
+            state
+                .review
+                .regenerated(user.uid, &draft, &text, state.worker.model())
+                .await?
+        }
+        Err(reason) => Err(Refused::State(format!(
+            "No new description could be drafted: {reason}. The draft is as it was."
+        ))),
+    };
+    answer(
+        &req,
+        &state,
+        &user,
+        &session,
+        id,
+        &back,
+        None,
+        result,
+        "A new description is drafted; read it before you approve it.",
+    )
+    .await
+}
+
+/// POST /review/bulk: draft_ids (repeated), action = approve | reject.
+pub async fn bulk(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let mut csrf = String::new();
+    let mut action = String::new();
+    let mut ids = Vec::new();
+    let mut bad_id = false;
+    let (mut back_state, mut back_page) = (None, None);
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "csrf_token" => csrf = value.into_owned(),
+            "action" => action = value.into_owned(),
+            "draft_ids" => match value.trim().parse::<i64>() {
+                Ok(id) => ids.push(id),
+                Err(_) => bad_id = true,
+            },
+            "back_state" => back_state = Some(value.into_owned()),
+            "back_page" => back_page = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    user.check_csrf(&csrf)?;
+    let back = Back::parse(back_state.as_deref(), back_page.as_deref());
+    let json_wanted = scripted(&req);
+    let refuse = |message: String| -> Result<HttpResponse, AppError> {
+        if json_wanted {
+            return Ok(json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"message": message}),
+            ));
+        }
+        FlashMessage::error(message).send();
+        Ok(see_other(&back.location(None)))
+    };
+    let approve = match action.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return refuse("The action must be approve or reject.".into()),
+    };
+    if bad_id {
+        return refuse("Each of draft_ids must be a draft's number.".into());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return refuse("Select at least one draft first (draft_ids was empty).".into());
+    }
+    if ids.len() > review::MAX_BULK {
+        return refuse(format!(
+            "At most {} drafts can be changed at once (draft_ids had {}).",
+            review::MAX_BULK,
+            ids.len()
+        ));
+    }
+    let Some(drafts) = state.review.drafts(user.uid, &ids).await? else {
+        return Err(AppError::NotFound);
+    };
+    let results = state.review.bulk(user.uid, &drafts, approve).await?;
+    let done = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let verb = if approve { "Approved" } else { "Rejected" };
+    let mut message = match done {
+        1 => format!("{verb} 1 draft."),
+        n => format!("{verb} {n} drafts."),
+    };
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|(d, r)| match r {
+            Err(Refused::State(m) | Refused::Invalid(m)) => Some(format!("draft {}: {m}", d.id)),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        message.push_str(&format!(
+            " {} could not be: {}",
+            refused.len(),
+            refused.join(" ")
+        ));
+    }
+    if approve && done > 0 {
+        message.push_str(" fedialt is publishing the approved descriptions.");
+    }
+    if json_wanted {
+        let limit = state
+            .review
+            .draft(user.uid, DraftId(ids[0]))
+            .await?
+            .map_or(1500, |(_, l)| l);
+        let now = state.review.states(user.uid, &ids).await?;
+        let mut list = Vec::with_capacity(now.len());
+        for row in &now {
+            list.push(serde_json::json!({
+                "id": row.id, "state": row.state,
+                "html": draft_html(&state, &user, &view(row), limit, &back)?
+            }));
+        }
+        return Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"message": message, "drafts": list}),
+        ));
+    }
+    if refused.is_empty() {
+        FlashMessage::success(message).send();
+    } else {
+        FlashMessage::warning(message).send();
+    }
+    Ok(see_other(&back.location(None)))
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    #[serde(default)]
+    ids: String,
+    state: Option<String>,
+    page: Option<String>,
+}
+
+/// GET /review/status?ids=1,2: the drafts' states and HTML, for the page's script.
+pub async fn status(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    query: web::Query<StatusQuery>,
+) -> Result<HttpResponse, AppError> {
+    let ids: Vec<i64> = query
+        .ids
+        .split(',')
+        .filter_map(|i| i.trim().parse().ok())
+        .take(review::PAGE_SIZE as usize * 2)
+        .collect();
+    let back = Back::parse(query.state.as_deref(), query.page.as_deref());
+    let rows = state.review.states(user.uid, &ids).await?;
+    let limit = match rows.first() {
+        Some(row) => state
+            .review
+            .draft(user.uid, DraftId(row.id))
+            .await?
+            .map_or(1500, |(_, l)| l),
+        None => 1500,
+    };
+    let mut list = Vec::with_capacity(rows.len());
+    for row in &rows {
+        list.push(serde_json::json!({
+            "id": row.id, "state": row.state,
+            "html": draft_html(&state, &user, &view(row), limit, &back)?
+        }));
+    }
+    Ok(json(StatusCode::OK, serde_json::json!({"drafts": list})))
+}
+
+#[derive(Serialize)]
+struct Published {
+    account: String,
+    alt_text: String,
+    status_url: String,
+    preview_url: String,
+    published: String,
+    post_text: String,
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    page: Option<String>,
+}
+
+/// GET /history: what was published when, newest first, with links to the posts.
+pub async fn history(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    query: web::Query<HistoryQuery>,
+    flashes: IncomingFlashMessages,
+) -> Result<HttpResponse, AppError> {
+    let page = query
+        .page
+        .as_deref()
+        .and_then(|p| p.parse::<i64>().ok())
+        .filter(|p| (1..=1_000_000).contains(p))
+        .unwrap_or(1);
+    let accounts: std::collections::HashMap<i64, String> = state
+        .platforms
+        .list(user.uid)
+        .await?
+        .into_iter()
+        .map(|p| (p.id.get(), p.handle()))
+        .collect();
+    let mut rows = state.review.history(user.uid, page).await?;
+    let more = rows.len() as i64 > review::PAGE_SIZE;
+    rows.truncate(review::PAGE_SIZE as usize);
+    let items: Vec<Published> = rows
+        .iter()
+        .map(|d| Published {
+            account: accounts
+                .get(&d.platform_id)
+                .cloned()
+                .unwrap_or_else(|| "a removed account".into()),
+            alt_text: d.alt_text.clone(),
+            status_url: d.status_url.clone(),
+            preview_url: d.preview_url.clone(),
+            published: d.published_at.map(when).unwrap_or_default(),
+            post_text: d.post_text.chars().take(120).collect(),
+        })
+        .collect();
+    Page::new("Published descriptions", Some(&user), Some(&flashes))
+        .with("items", &items)
+        .with("page", &page)
+        .with("more", &more)
+        .render(&state.templates, "review/history.html")
+}

@@ -1,0 +1,141 @@
+// The review queue without full reloads: each draft's buttons and the bulk buttons send their
+// form with fetch (Accept: application/json) and put the drafts' new HTML in place; the count of
+// characters under each description follows the typing (Unicode scalar values, as Mastodon
+// counts); drafts that are going out are polled until they are published or failed. Messages go
+// to a polite live region. Without JavaScript every form works as a plain POST.
+(function () {
+  "use strict";
+  var live = document.getElementById("review-live");
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = meta ? meta.getAttribute("content") : "";
+  var params = new URLSearchParams(window.location.search);
+  var BUSY = { approved: true, publishing: true };
+  var STATE_WORDS = {
+    pending: "waits for review", approved: "is approved", publishing: "is being published",
+    published: "is published", rejected: "is rejected", generation_failed: "could not be described",
+    publish_failed: "failed to publish", already_described: "was described on the instance meanwhile"
+  };
+
+  function announce(text) { if (live) { live.textContent = ""; live.textContent = text; } }
+  function chars(text) { return Array.from(text).length; }
+
+  function count(area) {
+    var limit = parseInt(area.getAttribute("data-limit"), 10);
+    var out = document.getElementById("count-" + area.id.replace("alt-", ""));
+    if (!out) { return; }
+    var n = chars(area.value);
+    out.textContent = n + " of " + limit + " characters" + (n > limit ? ": " + (n - limit) + " too many" : "");
+    out.classList.toggle("over", n > limit);
+  }
+
+  function bind(root) {
+    root.querySelectorAll("textarea[data-limit]").forEach(function (area) {
+      area.addEventListener("input", function () { count(area); });
+      count(area);
+    });
+  }
+
+  // Puts the drafts' new HTML in place; keeps focus on the draft that was acted on.
+  function place(drafts, focusId) {
+    (drafts || []).forEach(function (d) {
+      var old = document.getElementById("draft-" + d.id);
+      if (!old) { return; }
+      var holder = document.createElement("div");
+      holder.innerHTML = d.html;
+      var fresh = holder.firstElementChild;
+      if (!fresh) { return; }
+      old.replaceWith(fresh);
+      bind(fresh);
+      if (String(d.id) === String(focusId)) { fresh.focus(); }
+    });
+    poll();
+  }
+
+  function send(form, submitter) {
+    var action = (submitter && submitter.getAttribute("formaction")) || form.getAttribute("action");
+    var data = new URLSearchParams(new FormData(form));
+    if (submitter && submitter.name) { data.append(submitter.name, submitter.value); }
+    if (form.id === "bulk") {
+      document.querySelectorAll('input[form="bulk"][name="draft_ids"]:checked').forEach(function (box) {
+        if (!data.getAll("draft_ids").includes(box.value)) { data.append("draft_ids", box.value); }
+      });
+    }
+    var article = form.closest("article");
+    var buttons = form.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    if (submitter && /regenerate$/.test(action)) { announce("Drafting a new description; this can take a while."); }
+    return fetch(action, {
+      method: "POST", body: data, credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-CSRF-Token": csrf }
+    }).then(function (response) {
+      var type = response.headers.get("content-type") || "";
+      if (response.redirected || type.indexOf("application/json") === -1) { throw new Error("not json"); }
+      return response.json().then(function (body) { return { status: response.status, body: body }; });
+    }).then(function (answer) {
+      buttons.forEach(function (b) { b.disabled = false; });
+      var body = answer.body;
+      if (answer.status === 422 && article) {
+        var problem = article.querySelector(".field-error") || document.createElement("p");
+        problem.className = "field-error";
+        problem.id = "problem-" + article.getAttribute("data-id");
+        problem.textContent = body.message;
+        var area = article.querySelector("textarea");
+        if (area) {
+          area.setAttribute("aria-invalid", "true");
+          area.setAttribute("aria-describedby", "count-" + article.getAttribute("data-id") + " " + problem.id);
+          if (!problem.parentNode) { area.insertAdjacentElement("afterend", problem); }
+          area.focus();
+        }
+        announce(body.message);
+        return;
+      }
+      place(body.drafts, article ? article.getAttribute("data-id") : null);
+      announce(body.message || "Done.");
+    }).catch(function () {
+      // Anything unexpected (signed out, a network failure): the plain form does it.
+      buttons.forEach(function (b) { b.disabled = false; });
+      if (submitter && submitter.name) {
+        var chosen = document.createElement("input");
+        chosen.type = "hidden"; chosen.name = submitter.name; chosen.value = submitter.value;
+        form.appendChild(chosen);
+      }
+      HTMLFormElement.prototype.submit.call(form);
+    });
+  }
+
+  function onSubmit(event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) { return; }
+    if (!form.classList.contains("draft-form") && form.id !== "bulk") { return; }
+    event.preventDefault();
+    var submitter = event.submitter;
+    if (submitter && submitter.getAttribute("formaction")) { form.setAttribute("action", submitter.getAttribute("formaction")); }
+    send(form, submitter);
+  }
+
+  var timer = null;
+  function poll() {
+    if (timer) { return; }
+    var busy = Array.from(document.querySelectorAll("article[data-busy]")).map(function (a) { return a.getAttribute("data-id"); });
+    if (!busy.length) { return; }
+    timer = window.setTimeout(function () {
+      timer = null;
+      var query = "ids=" + busy.join(",") + "&state=" + encodeURIComponent(params.get("state") || "pending") + "&page=" + encodeURIComponent(params.get("page") || "1");
+      fetch("/review/status?" + query, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : { drafts: [] }; })
+        .then(function (body) {
+          var changed = (body.drafts || []).filter(function (d) {
+            var el = document.getElementById("draft-" + d.id);
+            return el && el.getAttribute("data-state") !== d.state;
+          });
+          changed.forEach(function (d) { announce("Draft " + d.id + " " + (STATE_WORDS[d.state] || d.state) + "."); });
+          if (changed.length) { place(changed, null); } else { poll(); }
+        })
+        .catch(function () { window.setTimeout(poll, 5000); });
+    }, 2000);
+  }
+
+  document.addEventListener("submit", onSubmit);
+  bind(document);
+  poll();
+})();
