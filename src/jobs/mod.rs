@@ -61,8 +61,8 @@ struct Inner {
     images: Semaphore,
     max_runs: usize,
     config: WorkerConfig,
-    /// Connections whose rate limit is used up, and until when.
-    pauses: publish::Pauses,
+    /// What is left of each connection's rate limit.
+    budgets: publish::Budgets,
 }
 
 #[derive(Clone)]
@@ -103,7 +103,7 @@ impl Worker {
                 max_runs: (concurrency * 2).max(4),
                 captioner,
                 config,
-                pauses: publish::Pauses::default(),
+                budgets: publish::Budgets::default(),
             }),
         }
     }

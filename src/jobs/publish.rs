@@ -3,19 +3,32 @@
 //! safe: an image that already carries our text went out before (the worker stopped between the
 //! edit and the bookkeeping), so it is marked published without a second edit; one that carries
 //! other text was described meanwhile and is left alone (already_described).
+//!
+//! - What is sent is exactly what this job marked `publishing` (a conditional update): a draft
+//!   rejected or edited a moment before is not among them.
+//! - The lease is renewed in the background while the job works, and checked before each call:
+//!   a job that lost it (the process stalled) makes no further call.
+//! - The account's rate limit is read from every answer (X-RateLimit-Remaining and -Reset). A
+//!   post starts only when its calls fit in what is left (three on Mastodon: the post, its
+//!   source, the edit); otherwise the connection's jobs wait for the reset, in the database, so
+//!   workers in other processes wait too. A 429 does the same.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Worker;
+use tokio::sync::watch;
+
+use super::{Worker, CHECK_EVERY};
 use crate::crypto::{token_binding, ACCESS_TOKEN};
 use crate::domain::{InstanceUrl, PlatformType};
-use crate::platforms::publish::{Post, WriteError};
+use crate::platforms::publish::{Budget, Post, WriteError};
 use crate::store::drafts::{self, DraftRow};
 use crate::store::publish::PublishJob;
 use crate::store::{self, StoreError};
 
-/// Tries of a post whose instance keeps failing in passing ways (5xx, 429, no answer) before its
+/// Tries of a post whose instance keeps failing in passing ways (5xx, no answer) before its
 /// drafts are marked publish_failed (a person can retry them).
 const MAX_PUBLISH_ATTEMPTS: i32 = 6;
 /// The first retry's wait; doubled each try.
@@ -38,26 +51,29 @@ impl From<StoreError> for Stop {
     }
 }
 
-/// Connections that used up their rate limit, and until when (in this process).
+/// What is left of each connection's rate limit, as its last answer said (in this process; the
+/// database carries a pause to the others).
 #[derive(Default)]
-pub(super) struct Pauses(std::sync::Mutex<HashMap<i64, Instant>>);
+pub(super) struct Budgets(std::sync::Mutex<HashMap<i64, (i64, Instant)>>);
 
-impl Pauses {
-    fn until(&self, platform_id: i64) -> Option<Duration> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, until| *until > now);
-        map.get(&platform_id).map(|until| *until - now)
+impl Budgets {
+    fn note(&self, platform_id: i64, budget: Option<Budget>) {
+        if let Some(b) = budget {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(platform_id, (b.remaining, Instant::now() + b.reset_in));
+        }
     }
 
-    fn pause_if(&self, platform_id: i64, wait: Option<Duration>) {
-        let Some(wait) = wait else {
-            return;
-        };
+    /// How long to wait before `calls` more calls fit; None when they fit now.
+    fn wait(&self, platform_id: i64, calls: i64) -> Option<Duration> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let until = Instant::now() + wait;
-        let entry = map.entry(platform_id).or_insert(until);
-        *entry = (*entry).max(until);
+        let now = Instant::now();
+        let (remaining, reset) = *map.get(&platform_id)?;
+        if reset <= now {
+            map.remove(&platform_id);
+            return None;
+        }
+        (remaining < calls).then(|| reset - now)
     }
 }
 
@@ -67,12 +83,25 @@ type Outcomes = Vec<(i64, &'static str, Option<String>)>;
 impl Worker {
     pub(super) async fn publish(self, job: PublishJob) {
         let owner = self.inner.id.clone();
-        let outcome = self.publish_post(&job).await;
+        let lost = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = watch::channel(false);
+        let keeper = tokio::spawn(
+            self.clone()
+                .keep_publish_lease(job.id, lost.clone(), done_rx),
+        );
+        let outcome = self.publish_post(&job, &lost).await;
+        let _ = done_tx.send(true);
+        let _ = keeper.await;
         let recorded = async {
             let mut conn = self.inner.db.conn().await?;
             match outcome {
                 Ok(()) => {
                     store::publish::finish(&mut conn, job.id, &owner, job.requested).await?;
+                }
+                Err(Stop::Paused(wait)) => {
+                    let until = store::now() + (wait.as_secs_f64().ceil() as i64).max(1);
+                    store::publish::pause(&mut conn, job.id, &owner, until).await?;
+                    store::publish::pause_connection(&mut conn, job.platform_id, until).await?;
                 }
                 Err(Stop::Later(after, reason)) if job.attempts < MAX_PUBLISH_ATTEMPTS => {
                     let backoff =
@@ -86,11 +115,6 @@ impl Worker {
                         &reason,
                     )
                     .await?;
-                }
-                Err(Stop::Paused(wait)) => {
-                    let wait = wait.as_secs_f64().ceil() as i64;
-                    store::publish::pause(&mut conn, job.id, &owner, store::now() + wait.max(1))
-                        .await?;
                 }
                 Err(Stop::Later(_, reason)) => {
                     let why = format!(
@@ -114,14 +138,35 @@ impl Worker {
         }
     }
 
-    /// Keeps the job this worker's for another lease; Lost when it no longer is.
-    async fn hold(&self, job: &PublishJob) -> Result<(), Stop> {
-        let until = store::now_ms() + self.inner.config.lease.as_millis() as i64;
-        let mut conn = self.inner.db.conn().await?;
-        if store::publish::renew(&mut conn, job.id, &self.inner.id, until).await? {
-            Ok(())
-        } else {
-            Err(Stop::Lost)
+    /// Renews the job's lease every third of it until `done`; sets `lost` when it is gone. The
+    /// renewal itself is never cut short (a database statement is not dropped halfway).
+    async fn keep_publish_lease(
+        self,
+        id: i64,
+        lost: Arc<AtomicBool>,
+        mut done: watch::Receiver<bool>,
+    ) {
+        let every = self.inner.config.lease / 3;
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = done.changed() => return,
+            }
+            if last.elapsed() < every {
+                continue;
+            }
+            last = tokio::time::Instant::now();
+            let until = store::now_ms() + self.inner.config.lease.as_millis() as i64;
+            let renewed = async {
+                let mut conn = self.inner.db.conn().await?;
+                store::publish::renew(&mut conn, id, &self.inner.id, until).await
+            }
+            .await;
+            if !matches!(renewed, Ok(true)) {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
         }
     }
 
@@ -134,18 +179,10 @@ impl Worker {
     }
 
     /// A failure that ends these drafts' publishing (a person can retry them).
-    async fn fail_all(&self, drafts: &[&DraftRow], error: &WriteError) -> Result<(), Stop> {
-        let why = match error {
-            WriteError::Gone => "the post no longer exists on the instance".to_owned(),
-            WriteError::InvalidToken => "the instance refused fedialt's access: this connection \
-                needs a new token. Connect the account again on Connected accounts, then retry."
-                .to_owned(),
-            WriteError::Refused(words) => format!("the instance refused the change: {words}"),
-            WriteError::Later { reason, .. } => reason.clone(),
-        };
+    async fn fail_all(&self, drafts: &[&DraftRow], why: &str) -> Result<(), Stop> {
         let outcomes: Outcomes = drafts
             .iter()
-            .map(|d| (d.id, drafts::PUBLISH_FAILED, Some(why.clone())))
+            .map(|d| (d.id, drafts::PUBLISH_FAILED, Some(why.to_owned())))
             .collect();
         self.settle(&outcomes).await
     }
@@ -157,26 +194,41 @@ impl Worker {
         drafts: &[&DraftRow],
         error: WriteError,
     ) -> Result<(), Stop> {
-        match error {
-            WriteError::Later { after, reason } => Err(Stop::Later(after, reason)),
-            error => {
-                if error == WriteError::InvalidToken {
-                    self.mark_needs_reauth(job.user_id, job.platform_id).await;
-                }
-                self.fail_all(drafts, &error).await
+        let why = match error {
+            WriteError::Later { after, reason } => return Err(Stop::Later(after, reason)),
+            WriteError::RateLimited { after } => {
+                self.inner.budgets.note(
+                    job.platform_id,
+                    Some(Budget {
+                        remaining: 0,
+                        reset_in: after,
+                    }),
+                );
+                return Err(Stop::Paused(after));
             }
-        }
+            WriteError::Gone => "the post no longer exists on the instance".to_owned(),
+            WriteError::InvalidToken => {
+                self.mark_needs_reauth(job.user_id, job.platform_id).await;
+                NEEDS_TOKEN.to_owned()
+            }
+            WriteError::Refused(words) => format!("the instance refused the change: {words}"),
+        };
+        self.fail_all(drafts, &why).await
     }
 
-    /// Stops for later while the connection's rate limit is used up.
-    fn paused(&self, platform_id: i64) -> Result<(), Stop> {
-        match self.inner.pauses.until(platform_id) {
+    /// Before a call: the job must still be this worker's, and `calls` must fit in what is left
+    /// of the rate limit.
+    fn ready(&self, platform_id: i64, lost: &AtomicBool, calls: i64) -> Result<(), Stop> {
+        if lost.load(Ordering::SeqCst) {
+            return Err(Stop::Lost);
+        }
+        match self.inner.budgets.wait(platform_id, calls) {
             Some(wait) => Err(Stop::Paused(wait)),
             None => Ok(()),
         }
     }
 
-    async fn publish_post(&self, job: &PublishJob) -> Result<(), Stop> {
+    async fn publish_post(&self, job: &PublishJob, lost: &AtomicBool) -> Result<(), Stop> {
         let inner = &self.inner;
         let (platform, waiting) = {
             let mut conn = inner.db.conn().await?;
@@ -191,67 +243,77 @@ impl Worker {
         if waiting.is_empty() {
             return Ok(());
         }
-        let all: Vec<&DraftRow> = waiting.iter().collect();
+        let kind = PlatformType::parse(&platform.platform_type)
+            .ok()
+            .flatten()
+            .unwrap_or(PlatformType::Mastodon);
+        let calls_needed = match kind {
+            PlatformType::Mastodon => 3,
+            PlatformType::Pixelfed => 1 + waiting.len() as i64,
+        };
+        self.ready(platform.id, lost, calls_needed)?;
+        // What goes out is what this marks, with the text as it is at this moment.
+        let marked = {
+            let mut conn = inner.db.conn().await?;
+            let ids: Vec<i64> = waiting.iter().map(|d| d.id).collect();
+            drafts::mark_publishing(&mut conn, &ids).await?
+        };
+        if marked.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<&DraftRow> = marked.iter().collect();
         if platform.needs_reauth {
-            return self.fail_all(&all, &WriteError::InvalidToken).await;
+            return self.fail_all(&all, NEEDS_TOKEN).await;
         }
         let token = match inner.secrets.open(
             &token_binding(ACCESS_TOKEN, platform.id, platform.user_id),
             &platform.access_token_enc,
         ) {
             Ok(token) => token,
-            Err(_) => return self.fail_all(&all, &WriteError::InvalidToken).await,
+            Err(_) => {
+                return self
+                    .fail_all(
+                        &all,
+                        "the connection's token could not be read (was FEDIALT_SECRET_KEY \
+                         changed?); connect the account again, then retry",
+                    )
+                    .await
+            }
         };
         let Ok(instance) = InstanceUrl::parse(&platform.instance_url, |_| true) else {
             return self
-                .fail_all(
-                    &all,
-                    &WriteError::Refused("the instance address is not valid".into()),
-                )
+                .fail_all(&all, "the connection's instance address is not valid")
                 .await;
         };
-        let kind = PlatformType::parse(&platform.platform_type)
-            .ok()
-            .flatten()
-            .unwrap_or(PlatformType::Mastodon);
-        self.paused(platform.id)?;
-        {
-            let mut conn = inner.db.conn().await?;
-            let ids: Vec<i64> = waiting.iter().map(|d| d.id).collect();
-            drafts::mark_publishing(&mut conn, &ids).await?;
-        }
 
-        self.hold(job).await?;
         let post = match inner
             .instances
             .post(&instance, &token, &job.status_id)
             .await
         {
-            Ok((post, pause)) => {
-                self.inner.pauses.pause_if(platform.id, pause);
+            Ok((post, budget)) => {
+                inner.budgets.note(platform.id, budget);
                 post
             }
             Err(error) => return self.failed(job, &all, error).await,
         };
         let limit = usize::try_from(platform.description_limit.max(1)).unwrap_or(1500);
-        let (outcomes, send) = sort(&post, &waiting, limit);
+        let (outcomes, send) = sort(&post, &marked, limit);
         self.settle(&outcomes).await?;
         if send.is_empty() {
             return Ok(());
         }
         match kind {
             PlatformType::Mastodon => {
-                self.paused(platform.id)?;
-                self.hold(job).await?;
+                self.ready(platform.id, lost, 2)?;
                 let source = match inner.instances.source(&instance, &token, &post.id).await {
-                    Ok((source, pause)) => {
-                        self.inner.pauses.pause_if(platform.id, pause);
+                    Ok((source, budget)) => {
+                        inner.budgets.note(platform.id, budget);
                         source
                     }
                     Err(error) => return self.failed(job, &send, error).await,
                 };
-                self.paused(platform.id)?;
-                self.hold(job).await?;
+                self.ready(platform.id, lost, 1)?;
                 let descriptions: HashMap<String, String> = send
                     .iter()
                     .map(|d| (d.media_id.clone(), d.alt_text.clone()))
@@ -261,8 +323,8 @@ impl Worker {
                     .edit_post(&instance, &token, &post, &source, &descriptions)
                     .await
                 {
-                    Ok(pause) => {
-                        self.inner.pauses.pause_if(platform.id, pause);
+                    Ok(budget) => {
+                        inner.budgets.note(platform.id, budget);
                         let done: Outcomes = send
                             .iter()
                             .map(|d| (d.id, drafts::PUBLISHED, None))
@@ -274,15 +336,14 @@ impl Worker {
             }
             PlatformType::Pixelfed => {
                 for draft in send {
-                    self.paused(platform.id)?;
-                    self.hold(job).await?;
+                    self.ready(platform.id, lost, 1)?;
                     match inner
                         .instances
                         .describe_media(&instance, &token, &draft.media_id, &draft.alt_text)
                         .await
                     {
-                        Ok(pause) => {
-                            self.inner.pauses.pause_if(platform.id, pause);
+                        Ok(budget) => {
+                            inner.budgets.note(platform.id, budget);
                             self.settle(&vec![(draft.id, drafts::PUBLISHED, None)])
                                 .await?;
                         }
@@ -303,12 +364,15 @@ impl Worker {
     }
 }
 
-/// Sorts a post's waiting drafts against the post as it is now: the ones to send, and the end of
-/// the others (gone from the post, described meanwhile, already carrying our text, too long).
-fn sort<'a>(post: &Post, waiting: &'a [DraftRow], limit: usize) -> (Outcomes, Vec<&'a DraftRow>) {
+const NEEDS_TOKEN: &str = "the instance refused fedialt's access: this connection needs a new \
+    token. Connect the account again on Connected accounts, then retry.";
+
+/// Sorts a post's drafts against the post as it is now: the ones to send, and the end of the
+/// others (gone from the post, described meanwhile, already carrying our text, too long).
+fn sort<'a>(post: &Post, marked: &'a [DraftRow], limit: usize) -> (Outcomes, Vec<&'a DraftRow>) {
     let mut outcomes = Outcomes::new();
     let mut send = Vec::new();
-    for draft in waiting {
+    for draft in marked {
         let Some(media) = post.media.iter().find(|m| m.id == draft.media_id) else {
             outcomes.push((
                 draft.id,
@@ -326,7 +390,11 @@ fn sort<'a>(post: &Post, waiting: &'a [DraftRow], limit: usize) -> (Outcomes, Ve
                 (
                     draft.id,
                     drafts::ALREADY_DESCRIBED,
-                    Some("the image got a description on the instance meanwhile; it was left as it is".into()),
+                    Some(
+                        "the image got a description on the instance meanwhile; it was left as \
+                         it is"
+                            .into(),
+                    ),
                 )
             });
             continue;
@@ -343,7 +411,8 @@ fn sort<'a>(post: &Post, waiting: &'a [DraftRow], limit: usize) -> (Outcomes, Ve
                 draft.id,
                 drafts::PUBLISH_FAILED,
                 Some(format!(
-                    "the description has {length} characters, more than the instance's limit of {limit}"
+                    "the description has {length} characters, more than the instance's limit of \
+                     {limit}"
                 )),
             ));
         } else {

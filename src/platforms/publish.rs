@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client::{classify, display_text, InstanceClient};
-use super::statuses::{pause_after, rate_wait};
+use super::statuses::rate_wait;
 use crate::config::Secret;
 use crate::domain::InstanceUrl;
 
@@ -51,13 +51,15 @@ pub struct Post {
     pub media: Vec<PostMedia>,
 }
 
-/// The post's text as its author wrote it (not the HTML).
+/// The post's text as its author wrote it (not the HTML). Both fields are required: an answer
+/// without them would edit the post's text or content warning away.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Source {
-    #[serde(default)]
     pub text: String,
-    #[serde(default)]
     pub spoiler_text: String,
+    /// Servers with more than plain text (glitch-soc: text/markdown) say which; sent back as is.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -71,12 +73,34 @@ pub enum WriteError {
     /// Worth trying again after `after`.
     #[error("{reason}")]
     Later { after: Duration, reason: String },
+    /// 429: the account's rate limit is used up until `after` from now.
+    #[error("the instance is rate limiting fedialt")]
+    RateLimited { after: Duration },
 }
 
-/// What a call got: the body and, when it used the last request allowed, how long to wait.
+/// What is left of the account's rate limit, from an answer's X-RateLimit headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub remaining: i64,
+    pub reset_in: Duration,
+}
+
+/// What a call got: the body and the rate limit left.
 struct Answer {
     body: Vec<u8>,
-    pause: Option<Duration>,
+    budget: Option<Budget>,
+}
+
+/// The rate limit left, when the instance says (Mastodon: X-RateLimit-Remaining and -Reset).
+fn budget(headers: &reqwest::header::HeaderMap) -> Option<Budget> {
+    let remaining = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())?;
+    Some(Budget {
+        remaining,
+        reset_in: rate_wait(headers).unwrap_or(Duration::from_secs(60)),
+    })
 }
 
 #[derive(Deserialize)]
@@ -159,8 +183,12 @@ fn instance_words(body: &[u8]) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// `{base}/api/v1/{collection}/{id}{tail}`, the id as one path segment whatever it holds.
+/// `{base}/api/v1/{collection}/{id}{tail}`, the id as one path segment whatever it holds; None for
+/// an id that is no segment at all ("", ".", "..").
 fn address(instance: &InstanceUrl, collection: &str, id: &str, tail: &[&str]) -> Option<url::Url> {
+    if matches!(id, "" | "." | "..") {
+        return None;
+    }
     let mut url = url::Url::parse(&instance.join("/api/v1")).ok()?;
     {
         let mut segments = url.path_segments_mut().ok()?;
@@ -187,8 +215,14 @@ impl InstanceClient {
             after: DEFAULT_RETRY,
             reason: classify(e).to_string(),
         })?;
+        // A redirect would turn an edit into a GET that looks like success: not followed here.
+        if response.url() != url {
+            return Err(WriteError::Refused(
+                "the instance redirected the request elsewhere".into(),
+            ));
+        }
         let status = response.status().as_u16();
-        let pause = pause_after(response.headers());
+        let budget = budget(response.headers());
         let wait = rate_wait(response.headers());
         let mut body = Vec::new();
         loop {
@@ -211,12 +245,11 @@ impl InstanceClient {
             }
         }
         match status {
-            200..=299 => Ok(Answer { body, pause }),
+            200..=299 => Ok(Answer { body, budget }),
             401 | 403 => Err(WriteError::InvalidToken),
             404 | 410 => Err(WriteError::Gone),
-            429 => Err(WriteError::Later {
+            429 => Err(WriteError::RateLimited {
                 after: wait.unwrap_or(Duration::from_secs(60)),
-                reason: "the instance is rate limiting fedialt".into(),
             }),
             500..=599 => Err(WriteError::Later {
                 after: wait.unwrap_or(DEFAULT_RETRY),
@@ -235,7 +268,7 @@ impl InstanceClient {
         instance: &InstanceUrl,
         token: &Secret<String>,
         id: &str,
-    ) -> Result<(Post, Option<Duration>), WriteError> {
+    ) -> Result<(Post, Option<Budget>), WriteError> {
         let url = address(instance, "statuses", id, &[]).ok_or(WriteError::Gone)?;
         let answer = self
             .call(self.http.get(url.clone()).bearer_auth(token.expose()), &url)
@@ -243,8 +276,9 @@ impl InstanceClient {
         let post = serde_json::from_slice::<RawPost>(&answer.body)
             .ok()
             .and_then(RawPost::into_post)
-            .ok_or_else(|| WriteError::Refused("the instance's answer was not a post".into()))?;
-        Ok((post, answer.pause))
+            .filter(|post| post.id == id)
+            .ok_or_else(|| WriteError::Refused("the instance's answer was not this post".into()))?;
+        Ok((post, answer.budget))
     }
 
     /// The post's source (Mastodon).
@@ -253,7 +287,7 @@ impl InstanceClient {
         instance: &InstanceUrl,
         token: &Secret<String>,
         id: &str,
-    ) -> Result<(Source, Option<Duration>), WriteError> {
+    ) -> Result<(Source, Option<Budget>), WriteError> {
         let url = address(instance, "statuses", id, &["source"]).ok_or(WriteError::Gone)?;
         let answer = self
             .call(self.http.get(url.clone()).bearer_auth(token.expose()), &url)
@@ -261,7 +295,7 @@ impl InstanceClient {
         let source = serde_json::from_slice::<Source>(&answer.body).map_err(|_| {
             WriteError::Refused("the instance's answer was not a post's source".into())
         })?;
-        Ok((source, answer.pause))
+        Ok((source, answer.budget))
     }
 
     /// Edits a Mastodon post: its text and everything else as they are, every media attachment
@@ -273,7 +307,7 @@ impl InstanceClient {
         post: &Post,
         source: &Source,
         descriptions: &std::collections::HashMap<String, String>,
-    ) -> Result<Option<Duration>, WriteError> {
+    ) -> Result<Option<Budget>, WriteError> {
         let url = address(instance, "statuses", &post.id, &[]).ok_or(WriteError::Gone)?;
         let body = edit_body(post, source, descriptions);
         let answer = self
@@ -285,7 +319,7 @@ impl InstanceClient {
                 &url,
             )
             .await?;
-        Ok(answer.pause)
+        Ok(answer.budget)
     }
 
     /// Sets one attachment's description (Pixelfed).
@@ -295,7 +329,7 @@ impl InstanceClient {
         token: &Secret<String>,
         media_id: &str,
         description: &str,
-    ) -> Result<Option<Duration>, WriteError> {
+    ) -> Result<Option<Budget>, WriteError> {
         let url = address(instance, "media", media_id, &[]).ok_or(WriteError::Gone)?;
         let answer = self
             .call(
@@ -306,7 +340,7 @@ impl InstanceClient {
                 &url,
             )
             .await?;
-        Ok(answer.pause)
+        Ok(answer.budget)
     }
 }
 
@@ -340,6 +374,9 @@ pub fn edit_body(
     if let Some(language) = &post.language {
         body["language"] = language.clone().into();
     }
+    if let Some(content_type) = &source.content_type {
+        body["content_type"] = content_type.clone().into();
+    }
     body
 }
 
@@ -371,6 +408,7 @@ mod tests {
         let source = Source {
             text: "Hallo #welt".into(),
             spoiler_text: "cw".into(),
+            content_type: None,
         };
         let new = [("a".to_owned(), "A fox".to_owned())].into_iter().collect();
         let body = edit_body(&post, &source, &new);
@@ -396,5 +434,16 @@ mod tests {
             url.as_str(),
             "https://example.social/api/v1/statuses/1%2F..%2F..%2Fadmin%3Fx/source"
         );
+        for id in ["", ".", ".."] {
+            assert!(address(&instance, "media", id, &[]).is_none(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_source_without_its_text_is_not_a_source() {
+        assert!(serde_json::from_str::<Source>(r#"{"spoiler_text": ""}"#).is_err());
+        assert!(serde_json::from_str::<Source>(r#"{"text": "hi"}"#).is_err());
+        let s: Source = serde_json::from_str(r#"{"text": "", "spoiler_text": ""}"#).unwrap();
+        assert_eq!(s.text, "");
     }
 }

@@ -292,7 +292,7 @@ pub fn rate_wait(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// The wait before the next request when this answer used the last one allowed.
-pub(crate) fn pause_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+fn pause_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let remaining: i64 = headers
         .get("x-ratelimit-remaining")
         .and_then(|v| v.to_str().ok())

@@ -36,7 +36,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/runs", web::get().to(runs::list))
         .route("/review", web::get().to(review::queue))
         .route("/review/status", web::get().to(review::status))
-        .route("/review/bulk", web::post().to(review::bulk))
+        .service(
+            // Drafts' texts (typed ones too) for up to 200 drafts.
+            web::resource("/review/bulk")
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .route(web::post().to(review::bulk)),
+        )
         .route("/history", web::get().to(review::history))
         .route("/caption_settings", web::get().to(caption::settings::form))
         .route("/caption_settings", web::post().to(caption::settings::save))
@@ -91,14 +96,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(platforms::delete::delete)),
         )
         .route("/runs/{id}", web::get().to(runs::show))
-        .route("/review/{id}/save", web::post().to(review::save))
-        .route("/review/{id}/approve", web::post().to(review::approve))
-        .route("/review/{id}/reject", web::post().to(review::reject))
-        .route(
-            "/review/{id}/regenerate",
-            web::post().to(review::regenerate),
+        // A description of 1,500 emoji is 18 KB as a form: above the default form limit.
+        .service(
+            web::scope("/review/{id}")
+                .app_data(web::FormConfig::default().limit(64 << 10))
+                .route("/save", web::post().to(review::save))
+                .route("/approve", web::post().to(review::approve))
+                .route("/reject", web::post().to(review::reject))
+                .route("/regenerate", web::post().to(review::regenerate))
+                .route("/retry", web::post().to(review::retry)),
         )
-        .route("/review/{id}/retry", web::post().to(review::retry))
         .route(
             "/static/{path:.*}",
             web::get().to(crate::web::assets::serve),

@@ -17,7 +17,7 @@ use crate::domain::{DraftId, PlatformId};
 use crate::routes::caption::view_or_redirect;
 use crate::routes::error::AppError;
 use crate::routes::see_other;
-use crate::services::review::{self, Refused};
+use crate::services::review::{self, BulkEdit, Refused};
 use crate::sessions::TypedSession;
 use crate::state::AppState;
 use crate::store::drafts::{self, DraftRow};
@@ -30,6 +30,7 @@ const POST_TEXT_SHOWN: usize = 300;
 #[derive(Serialize)]
 struct DraftView {
     id: i64,
+    version: i64,
     state: String,
     state_text: &'static str,
     alt_text: String,
@@ -66,6 +67,7 @@ fn view(d: &DraftRow) -> DraftView {
     let post_text: String = d.post_text.chars().take(POST_TEXT_SHOWN).collect();
     DraftView {
         id: d.id,
+        version: d.version,
         state: d.state.clone(),
         state_text: review::state_text(&d.state),
         length: d.alt_text.chars().count(),
@@ -123,6 +125,8 @@ impl Back {
 pub struct QueueQuery {
     state: Option<String>,
     page: Option<String>,
+    /// Work on this account of the person's (a run's page links here with its account).
+    platform: Option<String>,
 }
 
 fn filter_label(state: &str) -> &'static str {
@@ -176,6 +180,15 @@ async fn render_queue(
         current: back.state == *s,
     }));
     let mut views: Vec<DraftView> = queue.drafts.iter().map(view).collect();
+    if let Some((id, _, _)) = &refused {
+        // The refused draft is shown with what was typed even when it is not on this page (a run
+        // added drafts above it, or it belongs to another account of the person's).
+        if !views.iter().any(|v| v.id == *id) {
+            if let Some((draft, _)) = state.review.draft(user.uid, DraftId(*id)).await? {
+                views.insert(0, view(&draft));
+            }
+        }
+    }
     let status = match &refused {
         Some((id, text, message)) => {
             if let Some(v) = views.iter_mut().find(|v| v.id == *id) {
@@ -191,7 +204,23 @@ async fn render_queue(
         state: back.state.clone(),
         page: queue.page,
     };
-    let mut page = Page::new("Review drafts", Some(user), flashes)
+    let selectable = views
+        .iter()
+        .any(|v| v.actions.iter().any(|a| *a == "approve" || *a == "reject"));
+    let title = if queue.pages > 1 {
+        format!(
+            "Review drafts: {}, page {} of {}",
+            filter_label(&back.state),
+            back.page,
+            queue.pages
+        )
+    } else {
+        format!("Review drafts: {}", filter_label(&back.state))
+    };
+    let refused_id = refused.as_ref().map(|(id, _, _)| *id);
+    let mut page = Page::new(&title, Some(user), flashes)
+        .with("selectable", &selectable)
+        .with("refused_id", &refused_id)
         .with("account", &platform.handle())
         .with("needs_reauth", &platform.needs_reauth)
         .with("limit", &platform.description_limit)
@@ -215,6 +244,22 @@ pub async fn queue(
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let back = Back::parse(query.state.as_deref(), query.page.as_deref());
+    if let Some(wanted) = query.platform.as_deref() {
+        let id = wanted
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| AppError::NotFound)?;
+        let platform = state
+            .platforms
+            .get_platform_by_id(PlatformId(id), user.uid)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        if session.current_platform() != Some(platform.id) {
+            session.set_current_platform(platform.id)?;
+            FlashMessage::info(format!("Now working on {}.", platform.handle())).send();
+        }
+        return Ok(see_other(&back.location(None)));
+    }
     render_queue(&state, &user, &session, &back, Some(&flashes), None).await
 }
 
@@ -230,6 +275,15 @@ pub struct DraftForm {
 impl DraftForm {
     fn back(&self) -> Back {
         Back::parse(self.back_state.as_deref(), self.back_page.as_deref())
+    }
+}
+
+/// The CSRF check: the form's csrf_token, or a script's X-CSRF-Token header.
+fn check_csrf(user: &CurrentUser, req: &HttpRequest, form_token: &str) -> Result<(), AppError> {
+    if form_token.is_empty() {
+        user.check_csrf_header(req)
+    } else {
+        user.check_csrf(form_token)
     }
 }
 
@@ -335,7 +389,7 @@ pub async fn save(
     path: web::Path<DraftId>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
-    user.check_csrf(&form.csrf_token)?;
+    check_csrf(&user, &req, &form.csrf_token)?;
     let id = path.into_inner();
     let text = form.alt_text.as_deref().unwrap_or("");
     let result = state.review.save(user.uid, id, text).await?;
@@ -361,7 +415,7 @@ pub async fn approve(
     path: web::Path<DraftId>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
-    user.check_csrf(&form.csrf_token)?;
+    check_csrf(&user, &req, &form.csrf_token)?;
     let id = path.into_inner();
     let text = form.alt_text.as_deref();
     let result = state.review.approve(user.uid, id, text).await?;
@@ -387,7 +441,7 @@ pub async fn reject(
     path: web::Path<DraftId>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
-    user.check_csrf(&form.csrf_token)?;
+    check_csrf(&user, &req, &form.csrf_token)?;
     let id = path.into_inner();
     let result = state.review.reject(user.uid, id).await?;
     answer(
@@ -412,9 +466,10 @@ pub async fn retry(
     path: web::Path<DraftId>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
-    user.check_csrf(&form.csrf_token)?;
+    check_csrf(&user, &req, &form.csrf_token)?;
     let id = path.into_inner();
-    let result = state.review.retry(user.uid, id).await?;
+    let text = form.alt_text.as_deref();
+    let result = state.review.retry(user.uid, id, text).await?;
     answer(
         &req,
         &state,
@@ -422,7 +477,7 @@ pub async fn retry(
         &session,
         id,
         &form.back(),
-        None,
+        text,
         result,
         "fedialt is publishing the description again.",
     )
@@ -437,7 +492,7 @@ pub async fn regenerate(
     path: web::Path<DraftId>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
-    user.check_csrf(&form.csrf_token)?;
+    check_csrf(&user, &req, &form.csrf_token)?;
     let id = path.into_inner();
     let back = form.back();
     let Some((draft, _)) = state.review.draft(user.uid, id).await? else {
@@ -447,6 +502,14 @@ pub async fn regenerate(
         let refused = Err(Refused::State(review::not_now(&draft.state, "regenerated")));
         return answer(&req, &state, &user, &session, id, &back, None, refused, "").await;
     }
+    // One regenerate at a time per person: it holds a model slot that everyone's runs share.
+    let Some(_turn) = state.review.regenerating.turn(user.uid) else {
+        let busy = Err(Refused::State(
+            "Another of your drafts is being regenerated; wait for it to finish, then try again."
+                .into(),
+        ));
+        return answer(&req, &state, &user, &session, id, &back, None, busy, "").await;
+    };
     let settings = match state
         .settings
         .get_user_settings(user.uid, PlatformId(draft.platform_id))
@@ -502,6 +565,9 @@ pub async fn bulk(
     let mut ids = Vec::new();
     let mut bad_id = false;
     let (mut back_state, mut back_page) = (None, None);
+    // Per draft, from the page: the text typed and not saved (alt_text_{id}) and the version
+    // shown (version_{id}).
+    let mut edits: std::collections::HashMap<i64, BulkEdit> = std::collections::HashMap::new();
     for (key, value) in url::form_urlencoded::parse(&body) {
         match key.as_ref() {
             "csrf_token" => csrf = value.into_owned(),
@@ -512,10 +578,16 @@ pub async fn bulk(
             },
             "back_state" => back_state = Some(value.into_owned()),
             "back_page" => back_page = Some(value.into_owned()),
-            _ => {}
+            key => {
+                if let Some(id) = key.strip_prefix("alt_text_").and_then(|i| i.parse().ok()) {
+                    edits.entry(id).or_default().text = Some(value.into_owned());
+                } else if let Some(id) = key.strip_prefix("version_").and_then(|i| i.parse().ok()) {
+                    edits.entry(id).or_default().version = value.trim().parse().ok();
+                }
+            }
         }
     }
-    user.check_csrf(&csrf)?;
+    check_csrf(&user, &req, &csrf)?;
     let back = Back::parse(back_state.as_deref(), back_page.as_deref());
     let json_wanted = scripted(&req);
     let refuse = |message: String| -> Result<HttpResponse, AppError> {
@@ -551,7 +623,10 @@ pub async fn bulk(
     let Some(drafts) = state.review.drafts(user.uid, &ids).await? else {
         return Err(AppError::NotFound);
     };
-    let results = state.review.bulk(user.uid, &drafts, approve).await?;
+    let results = state
+        .review
+        .bulk(user.uid, &drafts, approve, &edits)
+        .await?;
     let done = results.iter().filter(|(_, r)| r.is_ok()).count();
     let verb = if approve { "Approved" } else { "Rejected" };
     let mut message = match done {

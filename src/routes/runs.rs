@@ -18,6 +18,7 @@ use crate::web::page::Page;
 #[derive(Serialize)]
 struct RunItem {
     id: i64,
+    platform_id: i64,
     account: String,
     state: String,
     state_text: &'static str,
@@ -48,6 +49,7 @@ fn when(seconds: i64) -> String {
 fn item(row: &RunRow, accounts: &HashMap<i64, String>) -> RunItem {
     RunItem {
         id: row.id,
+        platform_id: row.platform_id,
         account: accounts
             .get(&row.platform_id)
             .cloned()
@@ -112,6 +114,16 @@ pub async fn show(
             "active",
             &matches!(row.state.as_str(), "queued" | "running"),
         )
-        .with("drafts", &drafts)
+        .with(
+            "drafts",
+            &drafts
+                .iter()
+                .map(|d| {
+                    let mut value = serde_json::to_value(d).unwrap_or_default();
+                    value["state_text"] = crate::services::review::state_text(&d.state).into();
+                    value
+                })
+                .collect::<Vec<_>>(),
+        )
         .render(&state.templates, "runs/show.html")
 }

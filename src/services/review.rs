@@ -137,13 +137,61 @@ pub struct Queue {
 pub struct ReviewService {
     db: Db,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    pub regenerating: Regenerating,
 }
 
 type Acted = Result<Result<DraftRow, Refused>, StoreError>;
 
+/// What the page says of one draft in a bulk action.
+#[derive(Debug, Default)]
+pub struct BulkEdit {
+    pub text: Option<String>,
+    pub version: Option<i64>,
+}
+
+/// The people whose regenerate is under way: one at a time each, since it holds a model slot the
+/// runs share.
+#[derive(Clone, Default)]
+pub struct Regenerating(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>);
+
+/// Held while a person's regenerate runs.
+pub struct RegenerateTurn {
+    set: Regenerating,
+    user: i64,
+}
+
+impl Drop for RegenerateTurn {
+    fn drop(&mut self) {
+        self.set
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.user);
+    }
+}
+
+impl Regenerating {
+    /// The person's turn, or None while another of theirs is under way.
+    pub fn turn(&self, user: UserId) -> Option<RegenerateTurn> {
+        let fresh = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.get());
+        fresh.then(|| RegenerateTurn {
+            set: self.clone(),
+            user: user.get(),
+        })
+    }
+}
+
 impl ReviewService {
     pub fn new(db: Db, wake: std::sync::Arc<tokio::sync::Notify>) -> ReviewService {
-        ReviewService { db, wake }
+        ReviewService {
+            db,
+            wake,
+            regenerating: Regenerating::default(),
+        }
     }
 
     /// A page of a connection's drafts, newest first, in one state or all.
@@ -250,7 +298,7 @@ impl ReviewService {
                 Ok(Err(match now {
                     None => Refused::NotFound,
                     Some((now, _))
-                        if now.version != draft.version
+                        if now.version != change.version.unwrap_or(draft.version)
                             && change.from.contains(&now.state.as_str()) =>
                     {
                         Refused::State(
@@ -291,15 +339,18 @@ impl ReviewService {
         let Some((draft, limit)) = self.draft(user, id).await? else {
             return Ok(Err(Refused::NotFound));
         };
-        self.approve_draft(user, &draft, limit, text).await
+        self.approve_draft(user, &draft, limit, text, None).await
     }
 
+    /// `seen`: the version of the draft the person looked at, when the caller knows it (the
+    /// page's bulk form sends it): the approval then applies only to that version.
     async fn approve_draft(
         &self,
         user: UserId,
         draft: &DraftRow,
         limit: usize,
         text: Option<&str>,
+        seen: Option<i64>,
     ) -> Acted {
         if !APPROVE_FROM.contains(&draft.state.as_str()) {
             return Ok(Err(Refused::State(not_now(&draft.state, "approved"))));
@@ -319,8 +370,14 @@ impl ReviewService {
         let edited = text != draft.alt_text || draft.edited;
         let change = Change {
             from: &APPROVE_FROM,
-            // Approving the text as it stands: only if it is still the text that was read.
-            version: (!given).then_some(draft.version),
+            // Approving the text as it stands: only the version the person saw (when the page
+            // said which), else the one read just now, so that a change landing in between
+            // (a regenerate, a run) is never approved unseen.
+            version: if given {
+                seen
+            } else {
+                Some(seen.unwrap_or(draft.version))
+            },
             state: drafts::APPROVED,
             alt_text: Some(&text),
             edited: Some(edited),
@@ -348,20 +405,19 @@ impl ReviewService {
         self.apply(user, draft, change, "rejected", false).await
     }
 
-    /// Sends a draft whose publishing failed again.
-    pub async fn retry(&self, user: UserId, id: DraftId) -> Acted {
-        let Some((draft, _)) = self.draft(user, id).await? else {
+    /// Sends a draft whose publishing failed again, with the person's text when they give one
+    /// (the fix a refusal asked for is often in the text).
+    pub async fn retry(&self, user: UserId, id: DraftId, text: Option<&str>) -> Acted {
+        let Some((draft, limit)) = self.draft(user, id).await? else {
             return Ok(Err(Refused::NotFound));
         };
-        let change = Change {
-            from: &RETRY_FROM,
-            version: None,
-            state: drafts::APPROVED,
-            alt_text: None,
-            edited: None,
-            model: None,
-        };
-        self.apply(user, &draft, change, "retried", true).await
+        if !RETRY_FROM.contains(&draft.state.as_str()) {
+            return Ok(Err(Refused::State(not_now(
+                &draft.state,
+                "published again",
+            ))));
+        }
+        self.approve_draft(user, &draft, limit, text, None).await
     }
 
     /// A regenerated text, taken only if the draft is as it was when regenerating began.
@@ -384,11 +440,14 @@ impl ReviewService {
     }
 
     /// Approves or rejects several drafts (all the person's, or nothing happens): each result.
+    /// `edits` carries, per draft id, the text typed on the page (when it differs from the
+    /// saved one) and the version the page showed.
     pub async fn bulk(
         &self,
         user: UserId,
         drafts: &[DraftRow],
         approve: bool,
+        edits: &std::collections::HashMap<i64, BulkEdit>,
     ) -> Result<Vec<(DraftRow, Result<DraftRow, Refused>)>, StoreError> {
         let mut limits = std::collections::HashMap::new();
         let mut results = Vec::with_capacity(drafts.len());
@@ -405,7 +464,10 @@ impl ReviewService {
                         limit
                     }
                 };
-                self.approve_draft(user, draft, limit, None).await?
+                let edit = edits.get(&draft.id);
+                let text = edit.and_then(|e| e.text.as_deref());
+                let seen = edit.and_then(|e| e.version);
+                self.approve_draft(user, draft, limit, text, seen).await?
             } else {
                 self.reject_draft(user, draft).await?
             };

@@ -30,8 +30,9 @@ pub const STATES: [&str; 8] = [
     GENERATION_FAILED,
     ALREADY_DESCRIBED,
 ];
-/// States a run never replaces (with `edited`): a person's decision or the instance's copy.
-pub const KEPT: [&str; 3] = [APPROVED, PUBLISHING, PUBLISHED];
+/// States a run never replaces (with `edited`): a person's decision (approved, or rejected:
+/// Regenerate redraws one on request) or the instance's copy.
+pub const KEPT: [&str; 4] = [APPROVED, PUBLISHING, PUBLISHED, REJECTED];
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = cd)]
@@ -61,7 +62,7 @@ pub struct DraftRow {
 
 impl DraftRow {
     /// Whether a run may replace this draft (with reprocess_existing): never one a person edited,
-    /// approved or that is published.
+    /// approved, rejected or that is published.
     pub fn replaceable(&self) -> bool {
         !self.edited && !KEPT.contains(&self.state.as_str())
     }
@@ -195,11 +196,14 @@ pub async fn page(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<DraftRow>, StoreError> {
+    // Newest post first (instances' ids are numbers of growing length), its images in order.
     macro_rules! query {
         () => {
             cd::table
                 .filter(cd::platform_id.eq(platform_id))
-                .order(cd::id.desc())
+                .order(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "length(status_id) DESC, status_id DESC, id ASC",
+                ))
                 .limit(limit)
                 .offset(offset)
                 .select(DraftRow::as_select())
@@ -294,8 +298,8 @@ pub async fn to_publish(
         .await)?)
 }
 
-/// Marks approved drafts as going out; the ones it marked.
-pub async fn mark_publishing(conn: &mut Conn, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+/// Marks approved drafts as going out; the ones it marked, as they are now.
+pub async fn mark_publishing(conn: &mut Conn, ids: &[i64]) -> Result<Vec<DraftRow>, StoreError> {
     Ok(run!(conn, |c| diesel::update(
         cd::table
             .filter(cd::id.eq_any(ids))
@@ -306,7 +310,7 @@ pub async fn mark_publishing(conn: &mut Conn, ids: &[i64]) -> Result<Vec<i64>, S
         cd::updated_at.eq(now()),
         cd::version.eq(cd::version + 1),
     ))
-    .returning(cd::id)
+    .returning(DraftRow::as_returning())
     .get_results(c)
     .await)?)
 }

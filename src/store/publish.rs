@@ -191,6 +191,25 @@ pub async fn pause(
     Ok(n == 1)
 }
 
+/// Holds back the connection's other waiting jobs until `until` (seconds): its rate limit is used
+/// up, for every worker.
+pub async fn pause_connection(
+    conn: &mut Conn,
+    platform_id: i64,
+    until: i64,
+) -> Result<usize, StoreError> {
+    Ok(run!(conn, |c| diesel::update(
+        pj::table
+            .filter(pj::platform_id.eq(platform_id))
+            .filter(pj::requested.gt(pj::handled))
+            .filter(pj::run_after.lt(until))
+            .filter(pj::lease_owner.is_null())
+    )
+    .set(pj::run_after.eq(until))
+    .execute(c)
+    .await)?)
+}
+
 /// Puts the job back, due at `run_after` (seconds), with why.
 pub async fn retry_later(
     conn: &mut Conn,

@@ -57,6 +57,8 @@ async fn setup_with(
     fake.set(|s| s.posts = posts);
     app.set_run_settings(&app.client, 50, "0", false).await;
     app.start_run_with(&app.client).await;
+    // Carried out here when the app runs no worker of its own.
+    app.state.worker.drain().await;
     let status = app
         .finished_run_with(&app.client, Duration::from_secs(30))
         .await;
@@ -240,8 +242,9 @@ async fn the_queue_pages_filters_and_reads_well(b: Backend) {
     let s = setup(b, posts).await;
     let drafts = s.app.drafts(s.platform_id).await;
     assert_eq!(drafts.len(), 25);
-    let newest = drafts.iter().map(|d| d.id).max().unwrap();
-    let oldest = drafts.iter().map(|d| d.id).min().unwrap();
+    // Newest post first.
+    let newest = s.draft("m25").await.id;
+    let oldest = s.draft("m1").await.id;
     let page = s.app.page("/review").await;
     assert_eq!(
         page.matches("<article class=\"draft review-draft\"")
@@ -256,6 +259,10 @@ async fn the_queue_pages_filters_and_reads_well(b: Backend) {
     // count, every action is a button in a form.
     assert!(page.contains("alt=\"The image waiting for a description (the instance's preview)\""));
     assert!(page.contains(&format!("<label for=\"alt-{newest}\">Description</label>")));
+    assert!(page.contains(&format!(
+        "Approve<span class=\"visually-hidden\"> draft {newest}</span>"
+    )));
+    assert!(page.contains("<title>Review drafts: To review, page 1 of 2"));
     assert!(page.contains(&format!("aria-describedby=\"count-{newest}\"")));
     assert!(page.contains(&format!("formaction=\"/review/{newest}/approve\"")));
     let second = s.app.page("/review?state=pending&page=2").await;
@@ -533,30 +540,29 @@ async fn failures_say_why_and_can_be_retried(b: Backend) {
     );
     s.fake.set(|f| f.description_limit = Some(1500));
 
-    // 429 and 500: tried again after the wait, and published.
+    // 429, then 503: waited out (the 429 for its Retry-After, the 503 with a reason and a
+    // backoff), and published.
     s.fake
         .set(|f| f.fail_post_calls = [429, 503].into_iter().collect());
     s.act(s.draft("a3").await.id, "approve", &[]).await;
-    for _ in 0..2 {
-        assert!(
-            eventually(Duration::from_secs(10), || async {
-                use diesel::{ExpressionMethods, QueryDsl};
-                use diesel_async::RunQueryDsl;
-                use fedialt::store::schema::publish_jobs as pj;
-                let mut conn = s.app.state.db.conn().await.unwrap();
-                fedialt::run!(&mut conn, |c| pj::table
-                    .filter(pj::error.is_not_null())
-                    .count()
-                    .get_result::<i64>(c)
-                    .await)
-                .unwrap()
-                    == 1
-            })
-            .await,
-            "the job waits with a reason"
-        );
-        s.due_now().await;
-    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            use diesel::{QueryDsl, TextExpressionMethods};
+            use diesel_async::RunQueryDsl;
+            use fedialt::store::schema::publish_jobs as pj;
+            let mut conn = s.app.state.db.conn().await.unwrap();
+            fedialt::run!(&mut conn, |c| pj::table
+                .filter(pj::error.like("%HTTP 503%"))
+                .count()
+                .get_result::<i64>(c)
+                .await)
+            .unwrap()
+                == 1
+        })
+        .await,
+        "the job waits with a reason"
+    );
+    s.due_now().await;
     assert_eq!(s.settled("a3").await.state, "published");
 
     // 401: the token was revoked; the connection is marked.
@@ -802,7 +808,217 @@ async fn the_rate_limit_is_never_overrun(b: Backend) {
     assert_eq!(s.fake.state.lock().unwrap().rate_limited, 0);
 }
 
+async fn what_goes_out_is_what_the_person_last_decided(b: Backend) {
+    // No worker in the app: the test runs the publishing itself.
+    let s = setup_with(
+        b,
+        Flavor::Mastodon,
+        vec![rich_post(1), rich_post(2), rich_post(3)],
+        Options::default().with("FEDIALT_WORKER", "false"),
+    )
+    .await;
+    // Approved, then rejected before any worker took it: nothing is sent.
+    let a1 = s.draft("a1").await;
+    s.act(a1.id, "approve", &[]).await;
+    let r = s.act(a1.id, "reject", &[]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    s.app.state.worker.drain_publishing().await;
+    assert_eq!(s.draft("a1").await.state, "rejected");
+    assert_eq!(s.fake.state.lock().unwrap().edits, 0);
+
+    // Bulk: the text typed in the box goes out; a version the page did not show is refused.
+    let a2 = s.draft("a2").await;
+    let c2 = s.draft("c2").await;
+    let csrf = s.app.csrf().await;
+    let (ia, ic) = (a2.id.to_string(), c2.id.to_string());
+    let stale = (c2.version - 1).to_string();
+    let r = s
+        .app
+        .post_form(
+            "/review/bulk",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("action", "approve"),
+                ("draft_ids", &ia),
+                ("draft_ids", &ic),
+                (&format!("alt_text_{ia}"), "Typed, not saved"),
+                (&format!("version_{ia}"), &a2.version.to_string()),
+                (&format!("version_{ic}"), &stale),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(s
+        .app
+        .page("/review")
+        .await
+        .contains("changed while this was sent"));
+    s.app.state.worker.drain_publishing().await;
+    assert_eq!(s.draft("a2").await.state, "published");
+    assert_eq!(
+        s.post(2).media[0].description.as_deref(),
+        Some("Typed, not saved")
+    );
+    assert_eq!(s.draft("c2").await.state, "pending");
+
+    // Retry carries the corrected text; a source without its text fails and changes nothing.
+    s.fake.set(|f| f.source_without_text = true);
+    let a3 = s.draft("a3").await;
+    s.act(a3.id, "approve", &[]).await;
+    s.app.state.worker.drain_publishing().await;
+    let failed = s.draft("a3").await;
+    assert_eq!(failed.state, "publish_failed");
+    assert!(
+        failed.error.as_deref().unwrap().contains("source"),
+        "{:?}",
+        failed.error
+    );
+    assert_eq!(s.post(3), rich_post(3), "the post is untouched");
+    s.fake.set(|f| f.source_without_text = false);
+    s.act(a3.id, "retry", &[("alt_text", "Corrected words")])
+        .await;
+    s.app.state.worker.drain_publishing().await;
+    assert_eq!(s.draft("a3").await.state, "published");
+    let post = s.post(3);
+    assert_eq!(
+        post.media[0].description.as_deref(),
+        Some("Corrected words")
+    );
+    assert_eq!(
+        (post.source.as_str(), post.spoiler_text.as_str()),
+        ("Hallo & <welt> #3", "food")
+    );
+
+    // A long description in emoji (18 KB as a form) is within the limit.
+    let emoji = "😀".repeat(1500);
+    let r = s.act(c2.id, "save", &[("alt_text", &emoji)]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(s.draft("c2").await.alt_text, emoji);
+}
+
+async fn a_slow_edit_keeps_its_lease_and_edits_once(b: Backend) {
+    let s = setup_with(
+        b,
+        Flavor::Mastodon,
+        vec![rich_post(1)],
+        Options::default().with("FEDIALT_JOB_LEASE_SECS", "1"),
+    )
+    .await;
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    s.fake.set(|f| f.hold_edits = Some(hold.clone()));
+    s.act(s.draft("a1").await.id, "approve", &[]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.calls_on(1).contains(&"PUT /api/v1/statuses/1".to_owned())
+        })
+        .await
+    );
+    // Three leases long; another claim in the meantime would edit again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.app.state.worker.drain_publishing().await;
+    hold.add_permits(100);
+    assert_eq!(s.settled("a1").await.state, "published");
+    assert_eq!(s.fake.state.lock().unwrap().edits, 1);
+}
+
+async fn a_429_holds_back_the_whole_account(b: Backend) {
+    let s = setup(b, vec![rich_post(1), rich_post(2), rich_post(3)]).await;
+    s.fake
+        .set(|f| f.fail_post_calls = [429].into_iter().collect());
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for m in ["a1", "a2", "a3"] {
+            ids.push(s.draft(m).await.id.to_string());
+        }
+        ids
+    };
+    let csrf = s.app.csrf().await;
+    let r = s
+        .app
+        .post_form(
+            "/review/bulk",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("action", "approve"),
+                ("draft_ids", &ids[0]),
+                ("draft_ids", &ids[1]),
+                ("draft_ids", &ids[2]),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    for m in ["a1", "a2", "a3"] {
+        assert_eq!(s.settled(m).await.state, "published");
+    }
+    // One refused call, then three per post: no other post ran into the limit.
+    assert_eq!(s.fake.state.lock().unwrap().post_calls.len(), 1 + 3 * 3);
+}
+
+async fn the_queue_follows_the_account_asked_for(b: Backend) {
+    let s = setup(b, vec![rich_post(1)]).await;
+    let (_other, other_id) = s.app.connect_platform_with(&s.app.client, "alice").await;
+    // Working on the new account now? The run's link switches back to the run's account.
+    let r = s
+        .app
+        .get(&format!("/review?platform={}&state=all", s.platform_id))
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(location(&r), "/review?state=all&page=1");
+    let page = s.app.page("/review?state=all").await;
+    assert!(page.contains(&format!("id=\"draft-{}\"", s.draft("a1").await.id)));
+    let r = s.app.get("/review?platform=999999").await;
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(other_id != s.platform_id);
+}
+
+async fn one_regenerate_at_a_time_per_person(b: Backend) {
+    let s = setup(
+        b,
+        vec![FakePost::images(5, &["m5"]), FakePost::images(6, &["m6"])],
+    )
+    .await;
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    s.model.set(|m| m.hold = Some(hold.clone()));
+    let first = s.draft("m5").await.id;
+    let second = s.draft("m6").await.id;
+    let calls = s.model.calls("m5");
+    let held = {
+        let client = s.app.client.clone();
+        let url = s.app.url(&format!("/review/{first}/regenerate"));
+        let csrf = s.app.csrf().await;
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .form(&[("csrf_token", csrf)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.model.calls("m5") > calls
+        })
+        .await
+    );
+    let r = s.act(second, "regenerate", &[]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(s
+        .app
+        .page("/review")
+        .await
+        .contains("Another of your drafts is being regenerated"));
+    hold.add_permits(10);
+    assert_eq!(held.await.unwrap().as_u16(), 303);
+}
+
 both_databases!(
+    what_goes_out_is_what_the_person_last_decided,
+    a_slow_edit_keeps_its_lease_and_edits_once,
+    a_429_holds_back_the_whole_account,
+    the_queue_follows_the_account_asked_for,
+    one_regenerate_at_a_time_per_person,
     the_rate_limit_is_never_overrun,
     approving_publishes_exactly_the_approved_descriptions,
     the_queue_pages_filters_and_reads_well,

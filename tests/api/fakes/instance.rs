@@ -91,6 +91,8 @@ pub struct FakeState {
     pub post_rate_limit: Option<(i64, u64)>,
     /// Calls refused with a 429 by that limit.
     pub rate_limited: usize,
+    /// GET /api/v1/statuses/:id/source answers without its `text` field.
+    pub source_without_text: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -746,6 +748,8 @@ async fn status_source(
         Err(response) => return *response,
     };
     match state.posts.iter().find(|p| p.id.to_string() == *path) {
+        Some(_) if state.source_without_text => with_headers(HttpResponse::Ok(), headers)
+            .json(json!({"id": path.as_str(), "spoiler_text": ""})),
         Some(post) => with_headers(HttpResponse::Ok(), headers).json(json!({
             "id": post.id.to_string(), "text": post.source, "spoiler_text": post.spoiler_text
         })),
