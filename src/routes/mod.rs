@@ -98,13 +98,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/runs/{id}", web::get().to(runs::show))
         // A description of 1,500 emoji is 18 KB as a form: above the default form limit.
         .service(
-            web::scope("/review/{id}")
+            web::resource("/review/{id}/{action}")
                 .app_data(web::FormConfig::default().limit(64 << 10))
-                .route("/save", web::post().to(review::save))
-                .route("/approve", web::post().to(review::approve))
-                .route("/reject", web::post().to(review::reject))
-                .route("/regenerate", web::post().to(review::regenerate))
-                .route("/retry", web::post().to(review::retry)),
+                .route(web::post().to(review::act)),
         )
         .route(
             "/static/{path:.*}",

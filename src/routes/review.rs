@@ -50,18 +50,7 @@ struct DraftView {
     busy: bool,
 }
 
-/// "2026-11-29 14:05 UTC"
-fn when(seconds: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_default()
-}
+use crate::web::when;
 
 fn view(d: &DraftRow) -> DraftView {
     let post_text: String = d.post_text.chars().take(POST_TEXT_SHOWN).collect();
@@ -381,134 +370,78 @@ async fn answer(
     }
 }
 
-pub async fn save(
+/// POST /review/{id}/{action}: save, approve, reject, retry or regenerate one draft.
+pub async fn act(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
     session: TypedSession,
-    path: web::Path<DraftId>,
+    path: web::Path<(DraftId, String)>,
     form: web::Form<DraftForm>,
 ) -> Result<HttpResponse, AppError> {
     check_csrf(&user, &req, &form.csrf_token)?;
-    let id = path.into_inner();
-    let text = form.alt_text.as_deref().unwrap_or("");
-    let result = state.review.save(user.uid, id, text).await?;
-    answer(
-        &req,
-        &state,
-        &user,
-        &session,
-        id,
-        &form.back(),
-        Some(text),
-        result,
-        "Your edit is saved; the draft waits for your approval.",
-    )
-    .await
-}
-
-pub async fn approve(
-    req: HttpRequest,
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<DraftId>,
-    form: web::Form<DraftForm>,
-) -> Result<HttpResponse, AppError> {
-    check_csrf(&user, &req, &form.csrf_token)?;
-    let id = path.into_inner();
-    let text = form.alt_text.as_deref();
-    let result = state.review.approve(user.uid, id, text).await?;
-    answer(
-        &req,
-        &state,
-        &user,
-        &session,
-        id,
-        &form.back(),
-        text,
-        result,
-        "Approved: fedialt is publishing the description to the post.",
-    )
-    .await
-}
-
-pub async fn reject(
-    req: HttpRequest,
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<DraftId>,
-    form: web::Form<DraftForm>,
-) -> Result<HttpResponse, AppError> {
-    check_csrf(&user, &req, &form.csrf_token)?;
-    let id = path.into_inner();
-    let result = state.review.reject(user.uid, id).await?;
-    answer(
-        &req,
-        &state,
-        &user,
-        &session,
-        id,
-        &form.back(),
-        None,
-        result,
-        "Rejected: the post is left as it is.",
-    )
-    .await
-}
-
-pub async fn retry(
-    req: HttpRequest,
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<DraftId>,
-    form: web::Form<DraftForm>,
-) -> Result<HttpResponse, AppError> {
-    check_csrf(&user, &req, &form.csrf_token)?;
-    let id = path.into_inner();
-    let text = form.alt_text.as_deref();
-    let result = state.review.retry(user.uid, id, text).await?;
-    answer(
-        &req,
-        &state,
-        &user,
-        &session,
-        id,
-        &form.back(),
-        text,
-        result,
-        "fedialt is publishing the description again.",
-    )
-    .await
-}
-
-pub async fn regenerate(
-    req: HttpRequest,
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    path: web::Path<DraftId>,
-    form: web::Form<DraftForm>,
-) -> Result<HttpResponse, AppError> {
-    check_csrf(&user, &req, &form.csrf_token)?;
-    let id = path.into_inner();
+    let (id, action) = path.into_inner();
     let back = form.back();
+    let text = form.alt_text.as_deref();
+    let (result, typed, done) = match action.as_str() {
+        "save" => {
+            let text = text.unwrap_or("");
+            (
+                state.review.save(user.uid, id, text).await?,
+                Some(text),
+                "Your edit is saved; the draft waits for your approval.",
+            )
+        }
+        "approve" => (
+            state.review.approve(user.uid, id, text).await?,
+            text,
+            "Approved: fedialt is publishing the description to the post.",
+        ),
+        "reject" => (
+            state.review.reject(user.uid, id).await?,
+            None,
+            "Rejected: the post is left as it is.",
+        ),
+        "retry" => (
+            state.review.retry(user.uid, id, text).await?,
+            text,
+            "fedialt is publishing the description again.",
+        ),
+        "regenerate" => (
+            regenerate(&state, &user, id).await?,
+            None,
+            "A new description is drafted; read it before you approve it.",
+        ),
+        _ => return Err(AppError::NotFound),
+    };
+    answer(
+        &req, &state, &user, &session, id, &back, typed, result, done,
+    )
+    .await
+}
+
+/// Drafts the image's description again with the person's current settings (the model call is
+/// made here, in the request: the person waits for it).
+async fn regenerate(
+    state: &AppState,
+    user: &CurrentUser,
+    id: DraftId,
+) -> Result<Result<DraftRow, Refused>, AppError> {
     let Some((draft, _)) = state.review.draft(user.uid, id).await? else {
-        return Err(AppError::NotFound);
+        return Ok(Err(Refused::NotFound));
     };
     if !review::REGENERATE_FROM.contains(&draft.state.as_str()) {
-        let refused = Err(Refused::State(review::not_now(&draft.state, "regenerated")));
-        return answer(&req, &state, &user, &session, id, &back, None, refused, "").await;
+        return Ok(Err(Refused::State(review::not_now(
+            &draft.state,
+            "regenerated",
+        ))));
     }
     // One regenerate at a time per person: it holds a model slot that everyone's runs share.
     let Some(_turn) = state.review.regenerating.turn(user.uid) else {
-        let busy = Err(Refused::State(
+        return Ok(Err(Refused::State(
             "Another of your drafts is being regenerated; wait for it to finish, then try again."
                 .into(),
-        ));
-        return answer(&req, &state, &user, &session, id, &back, None, busy, "").await;
+        )));
     };
     let settings = match state
         .settings
@@ -516,41 +449,33 @@ pub async fn regenerate(
         .await
     {
         Ok((_, settings)) => settings.settings,
-        Err(crate::services::settings::SettingsError::NotFound) => return Err(AppError::NotFound),
+        Err(crate::services::settings::SettingsError::NotFound) => {
+            return Ok(Err(Refused::NotFound))
+        }
         Err(crate::services::settings::SettingsError::Store(e)) => return Err(e.into()),
     };
-    let result = match state
-        .worker
-        .describe_again(
-            &draft.image_url,
-            &settings,
-            &draft.post_text,
-            draft.language.as_deref(),
-        )
-        .await
-    {
-        Ok(text) => {
-            state
-                .review
-                .regenerated(user.uid, &draft, &text, state.worker.model())
-                .await?
-        }
-        Err(reason) => Err(Refused::State(format!(
-            "No new description could be drafted: {reason}. The draft is as it was."
-        ))),
-    };
-    answer(
-        &req,
-        &state,
-        &user,
-        &session,
-        id,
-        &back,
-        None,
-        result,
-        "A new description is drafted; read it before you approve it.",
+    Ok(
+        match state
+            .worker
+            .describe_again(
+                &draft.image_url,
+                &settings,
+                &draft.post_text,
+                draft.language.as_deref(),
+            )
+            .await
+        {
+            Ok(text) => {
+                state
+                    .review
+                    .regenerated(user.uid, &draft, &text, state.worker.model())
+                    .await?
+            }
+            Err(reason) => Err(Refused::State(format!(
+                "No new description could be drafted: {reason}. The draft is as it was."
+            ))),
+        },
     )
-    .await
 }
 
 /// POST /review/bulk: draft_ids (repeated), action = approve | reject.

@@ -14,6 +14,7 @@ use crate::routes::error::AppError;
 use crate::state::AppState;
 use crate::store::runs::RunRow;
 use crate::web::page::Page;
+use crate::web::when;
 
 #[derive(Serialize)]
 struct RunItem {
@@ -31,19 +32,6 @@ struct RunItem {
     media_skipped: i32,
     step: String,
     error: Option<String>,
-}
-
-/// "2026-11-29 14:05 UTC"
-fn when(seconds: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_default()
 }
 
 fn item(row: &RunRow, accounts: &HashMap<i64, String>) -> RunItem {

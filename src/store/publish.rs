@@ -129,6 +129,16 @@ pub async fn claim(
     Ok(rows.into_iter().next())
 }
 
+type Held<'a> = diesel::dsl::Filter<
+    diesel::dsl::Find<pj::table, i64>,
+    diesel::dsl::Eq<pj::lease_owner, &'a str>,
+>;
+
+/// The job, while `owner` holds it: every write of a worker goes through this.
+fn held(id: i64, owner: &str) -> Held<'_> {
+    pj::table.find(id).filter(pj::lease_owner.eq(owner))
+}
+
 /// Extends the lease; false when the job is no longer `owner`'s.
 pub async fn renew(
     conn: &mut Conn,
@@ -136,12 +146,10 @@ pub async fn renew(
     owner: &str,
     lease_until_ms: i64,
 ) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(
-        pj::table.find(id).filter(pj::lease_owner.eq(owner))
-    )
-    .set(pj::lease_until_ms.eq(lease_until_ms))
-    .execute(c)
-    .await)?;
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set(pj::lease_until_ms.eq(lease_until_ms))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 
@@ -152,19 +160,17 @@ pub async fn finish(
     owner: &str,
     handled: i64,
 ) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(
-        pj::table.find(id).filter(pj::lease_owner.eq(owner))
-    )
-    .set((
-        pj::handled.eq(handled),
-        pj::attempts.eq(0),
-        pj::error.eq(None::<String>),
-        pj::lease_owner.eq(None::<String>),
-        pj::lease_until_ms.eq(None::<i64>),
-        pj::updated_at.eq(now()),
-    ))
-    .execute(c)
-    .await)?;
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            pj::handled.eq(handled),
+            pj::attempts.eq(0),
+            pj::error.eq(None::<String>),
+            pj::lease_owner.eq(None::<String>),
+            pj::lease_until_ms.eq(None::<i64>),
+            pj::updated_at.eq(now()),
+        ))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 
@@ -176,18 +182,16 @@ pub async fn pause(
     owner: &str,
     run_after: i64,
 ) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(
-        pj::table.find(id).filter(pj::lease_owner.eq(owner))
-    )
-    .set((
-        pj::run_after.eq(run_after),
-        pj::attempts.eq(pj::attempts - 1),
-        pj::lease_owner.eq(None::<String>),
-        pj::lease_until_ms.eq(None::<i64>),
-        pj::updated_at.eq(now()),
-    ))
-    .execute(c)
-    .await)?;
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            pj::run_after.eq(run_after),
+            pj::attempts.eq(pj::attempts - 1),
+            pj::lease_owner.eq(None::<String>),
+            pj::lease_until_ms.eq(None::<i64>),
+            pj::updated_at.eq(now()),
+        ))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 
@@ -218,18 +222,16 @@ pub async fn retry_later(
     run_after: i64,
     error: &str,
 ) -> Result<bool, StoreError> {
-    let n = run!(conn, |c| diesel::update(
-        pj::table.find(id).filter(pj::lease_owner.eq(owner))
-    )
-    .set((
-        pj::run_after.eq(run_after),
-        pj::error.eq(error),
-        pj::lease_owner.eq(None::<String>),
-        pj::lease_until_ms.eq(None::<i64>),
-        pj::updated_at.eq(now()),
-    ))
-    .execute(c)
-    .await)?;
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            pj::run_after.eq(run_after),
+            pj::error.eq(error),
+            pj::lease_owner.eq(None::<String>),
+            pj::lease_until_ms.eq(None::<i64>),
+            pj::updated_at.eq(now()),
+        ))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }
 

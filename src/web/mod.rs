@@ -6,3 +6,16 @@ pub mod flash;
 pub mod middleware;
 pub mod page;
 pub mod templates;
+
+/// A time for people: "2026-11-29 14:05 UTC".
+pub fn when(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}

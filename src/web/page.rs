@@ -100,8 +100,11 @@ impl Page {
         self.with("errors", &list)
     }
 
-    /// The rendered text alone (a part of a page that a script puts in place).
-    pub fn render_text(self, tera: &tera::Tera, template: &str) -> Result<String, AppError> {
+    fn rendered(
+        self,
+        tera: &tera::Tera,
+        template: &str,
+    ) -> Result<actix_web::web::Bytes, AppError> {
         let rendered = match self.failed {
             Some(e) => Err(e),
             None => {
@@ -110,9 +113,13 @@ impl Page {
                 crate::web::templates::render_memoized(tera, template, json)
             }
         };
-        rendered
+        rendered.map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))
+    }
+
+    /// The rendered text alone (a part of a page that a script puts in place).
+    pub fn render_text(self, tera: &tera::Tera, template: &str) -> Result<String, AppError> {
+        self.rendered(tera, template)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))
     }
 
     /// The page, rendered with the templates built at start (`AppState::templates`).
@@ -126,16 +133,7 @@ impl Page {
         status: StatusCode,
         template: &str,
     ) -> Result<HttpResponse, AppError> {
-        let rendered = match self.failed {
-            Some(e) => Err(e),
-            None => {
-                let mut json = self.json;
-                json.push(b'}');
-                crate::web::templates::render_memoized(tera, template, json)
-            }
-        };
-        let body = rendered
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("rendering {template}: {e}")))?;
+        let body = self.rendered(tera, template)?;
         Ok(HttpResponse::build(status)
             .insert_header((
                 header::CONTENT_TYPE,

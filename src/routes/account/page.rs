@@ -9,6 +9,7 @@ use crate::routes::error::AppError;
 use crate::state::AppState;
 use crate::store;
 use crate::web::page::Page;
+use crate::web::when;
 
 #[derive(Serialize)]
 struct SessionLine {
@@ -41,18 +42,6 @@ fn browser_of(user_agent: Option<&str>) -> String {
         }
         None => "Unknown browser".to_owned(),
     }
-}
-
-fn when(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Renders /account, with form errors when a password change was refused.
