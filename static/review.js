@@ -74,11 +74,15 @@
     var action = (submitter && submitter.getAttribute("formaction")) || form.getAttribute("action");
     var data = new URLSearchParams(new FormData(form));
     if (submitter && submitter.name) { data.append(submitter.name, submitter.value); }
+    var typedById = {};
     if (form.id === "bulk") {
       // The text typed in each selected draft's box and not saved goes with it.
       data.getAll("draft_ids").forEach(function (id) {
         var area = document.getElementById("alt-" + id);
-        if (area && area.value !== area.defaultValue) { data.append("alt_text_" + id, area.value); }
+        if (area && area.value !== area.defaultValue) {
+          data.append("alt_text_" + id, area.value);
+          typedById[id] = area.value;
+        }
       });
     }
     var article = form.closest("article");
@@ -96,7 +100,7 @@
       return response.json().then(function (body) { return { status: response.status, body: body }; });
     }).then(function (answer) {
       buttons.forEach(function (b) { b.disabled = false; });
-      try { show(answer, article, typed); } catch (e) { announce("The page could not be updated; reload it to see the drafts as they are."); }
+      try { show(answer, article, typed, typedById); } catch (e) { announce("The page could not be updated; reload it to see the drafts as they are."); }
     }, function () {
       // The request itself failed (signed out, offline, an error page): the plain form does it.
       buttons.forEach(function (b) { b.disabled = false; });
@@ -110,7 +114,7 @@
     });
   }
 
-  function show(answer, article, typed) {
+  function show(answer, article, typed, typedById) {
     var body = answer.body;
     var id = article ? article.getAttribute("data-id") : null;
     if (answer.status === 422 && article) {
@@ -131,6 +135,14 @@
     var kind = answer.status === 200 ? "success" : "error";
     // A refused action keeps what was typed in the box (when the draft still has one).
     place(body.drafts, id, body.message, kind, answer.status === 200 ? null : typed);
+    // Bulk: each refused draft keeps its typed text and says why.
+    (body.drafts || []).forEach(function (d) {
+      if (!d.refused) { return; }
+      var fresh = document.getElementById("draft-" + d.id);
+      var box = fresh ? fresh.querySelector("textarea") : null;
+      if (box && typedById && typedById[d.id] !== undefined) { box.value = typedById[d.id]; count(box); }
+      note(fresh, d.refused, "error");
+    });
     announce(body.message || "Done.");
   }
 

@@ -14,7 +14,7 @@
 //!   workers in other processes wait too. A 429 does the same.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,19 +77,28 @@ impl Budgets {
     }
 }
 
+/// The job's hold: lost when a renewal failed; good until `until_ms`.
+struct Lease {
+    lost: AtomicBool,
+    until_ms: AtomicI64,
+}
+
 /// What became of one draft.
 type Outcomes = Vec<(i64, &'static str, Option<String>)>;
 
 impl Worker {
     pub(super) async fn publish(self, job: PublishJob) {
         let owner = self.inner.id.clone();
-        let lost = Arc::new(AtomicBool::new(false));
+        let lease = Arc::new(Lease {
+            lost: AtomicBool::new(false),
+            until_ms: AtomicI64::new(job.lease_until_ms.unwrap_or(0)),
+        });
         let (done_tx, done_rx) = watch::channel(false);
         let keeper = tokio::spawn(
             self.clone()
-                .keep_publish_lease(job.id, lost.clone(), done_rx),
+                .keep_publish_lease(job.id, lease.clone(), done_rx),
         );
-        let outcome = self.publish_post(&job, &lost).await;
+        let outcome = self.publish_post(&job, &lease).await;
         let _ = done_tx.send(true);
         let _ = keeper.await;
         let recorded = async {
@@ -100,21 +109,28 @@ impl Worker {
                 }
                 Err(Stop::Paused(wait)) => {
                     let until = store::now() + (wait.as_secs_f64().ceil() as i64).max(1);
-                    store::publish::pause(&mut conn, job.id, &owner, until).await?;
+                    if store::publish::pause(&mut conn, job.id, &owner, until).await? {
+                        drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
+                            .await?;
+                    }
                     store::publish::pause_connection(&mut conn, job.platform_id, until).await?;
                 }
                 Err(Stop::Later(after, reason)) if job.attempts < MAX_PUBLISH_ATTEMPTS => {
                     let backoff =
                         FIRST_BACKOFF_SECS * 2_i64.pow((job.attempts - 1).clamp(0, 10) as u32);
                     let wait = backoff.max(after.as_secs_f64().ceil() as i64);
-                    store::publish::retry_later(
+                    if store::publish::retry_later(
                         &mut conn,
                         job.id,
                         &owner,
                         store::now() + wait,
                         &reason,
                     )
-                    .await?;
+                    .await?
+                    {
+                        drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
+                            .await?;
+                    }
                 }
                 Err(Stop::Later(_, reason)) => {
                     let why = format!(
@@ -140,12 +156,7 @@ impl Worker {
 
     /// Renews the job's lease every third of it until `done`; sets `lost` when it is gone. The
     /// renewal itself is never cut short (a database statement is not dropped halfway).
-    async fn keep_publish_lease(
-        self,
-        id: i64,
-        lost: Arc<AtomicBool>,
-        mut done: watch::Receiver<bool>,
-    ) {
+    async fn keep_publish_lease(self, id: i64, lease: Arc<Lease>, mut done: watch::Receiver<bool>) {
         let every = self.inner.config.lease / 3;
         let mut last = tokio::time::Instant::now();
         loop {
@@ -164,9 +175,10 @@ impl Worker {
             }
             .await;
             if !matches!(renewed, Ok(true)) {
-                lost.store(true, Ordering::SeqCst);
+                lease.lost.store(true, Ordering::SeqCst);
                 return;
             }
+            lease.until_ms.store(until, Ordering::SeqCst);
         }
     }
 
@@ -216,10 +228,14 @@ impl Worker {
         self.fail_all(drafts, &why).await
     }
 
-    /// Before a call: the job must still be this worker's, and `calls` must fit in what is left
-    /// of the rate limit.
-    fn ready(&self, platform_id: i64, lost: &AtomicBool, calls: i64) -> Result<(), Stop> {
-        if lost.load(Ordering::SeqCst) {
+    /// Before a call: the job must still be this worker's (its lease renewed, with a quarter of
+    /// it to spare: a renewal stuck waiting for the database counts as lost), and `calls` must fit in
+    /// what is left of the rate limit.
+    fn ready(&self, platform_id: i64, lease: &Lease, calls: i64) -> Result<(), Stop> {
+        let margin = self.inner.config.lease.as_millis() as i64 / 4;
+        if lease.lost.load(Ordering::SeqCst)
+            || store::now_ms() + margin >= lease.until_ms.load(Ordering::SeqCst)
+        {
             return Err(Stop::Lost);
         }
         match self.inner.budgets.wait(platform_id, calls) {
@@ -228,7 +244,7 @@ impl Worker {
         }
     }
 
-    async fn publish_post(&self, job: &PublishJob, lost: &AtomicBool) -> Result<(), Stop> {
+    async fn publish_post(&self, job: &PublishJob, lost: &Lease) -> Result<(), Stop> {
         let inner = &self.inner;
         let (platform, waiting) = {
             let mut conn = inner.db.conn().await?;

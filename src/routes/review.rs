@@ -114,8 +114,6 @@ impl Back {
 pub struct QueueQuery {
     state: Option<String>,
     page: Option<String>,
-    /// Work on this account of the person's (a run's page links here with its account).
-    platform: Option<String>,
 }
 
 fn filter_label(state: &str) -> &'static str {
@@ -148,7 +146,7 @@ async fn render_queue(
     session: &TypedSession,
     back: &Back,
     flashes: Option<&IncomingFlashMessages>,
-    refused: Option<(i64, &str, String)>,
+    refused: Option<(i64, &str, String, StatusCode)>,
 ) -> Result<HttpResponse, AppError> {
     let view_ = view_or_redirect(state, session, user.uid, false).await?;
     let platform = &view_.current;
@@ -169,7 +167,7 @@ async fn render_queue(
         current: back.state == *s,
     }));
     let mut views: Vec<DraftView> = queue.drafts.iter().map(view).collect();
-    if let Some((id, _, _)) = &refused {
+    if let Some((id, _, _, _)) = &refused {
         // The refused draft is shown with what was typed even when it is not on this page (a run
         // added drafts above it, or it belongs to another account of the person's).
         if !views.iter().any(|v| v.id == *id) {
@@ -178,14 +176,21 @@ async fn render_queue(
             }
         }
     }
+    // The typed text goes back in its box; a draft that has no box now (approved in another
+    // tab, say) gets it shown in the summary, to copy.
+    let mut typed_without_box = None;
     let status = match &refused {
-        Some((id, text, message)) => {
+        Some((id, text, message, status)) => {
             if let Some(v) = views.iter_mut().find(|v| v.id == *id) {
-                v.alt_text = (*text).to_owned();
-                v.length = text.chars().count();
-                v.problem = Some(message.clone());
+                if v.actions.contains(&"save") {
+                    v.alt_text = (*text).to_owned();
+                    v.length = text.chars().count();
+                    v.problem = Some(message.clone());
+                } else {
+                    typed_without_box = Some((*text).to_owned());
+                }
             }
-            StatusCode::UNPROCESSABLE_ENTITY
+            *status
         }
         None => StatusCode::OK,
     };
@@ -206,7 +211,7 @@ async fn render_queue(
     } else {
         format!("Review drafts: {}", filter_label(&back.state))
     };
-    let refused_id = refused.as_ref().map(|(id, _, _)| *id);
+    let refused_id = refused.as_ref().map(|(id, _, _, _)| *id);
     let mut page = Page::new(&title, Some(user), flashes)
         .with("selectable", &selectable)
         .with("refused_id", &refused_id)
@@ -219,8 +224,10 @@ async fn render_queue(
         .with("total", &queue.total)
         .with("pages", &queue.pages)
         .with("back", &back);
-    if let Some((_, _, message)) = &refused {
-        page = page.with("problem", message);
+    if let Some((_, _, message, _)) = &refused {
+        page = page
+            .with("problem", message)
+            .with("typed_without_box", &typed_without_box);
     }
     page.render_status(&state.templates, status, "review/index.html")
 }
@@ -233,22 +240,6 @@ pub async fn queue(
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let back = Back::parse(query.state.as_deref(), query.page.as_deref());
-    if let Some(wanted) = query.platform.as_deref() {
-        let id = wanted
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| AppError::NotFound)?;
-        let platform = state
-            .platforms
-            .get_platform_by_id(PlatformId(id), user.uid)
-            .await?
-            .ok_or(AppError::NotFound)?;
-        if session.current_platform() != Some(platform.id) {
-            session.set_current_platform(platform.id)?;
-            FlashMessage::info(format!("Now working on {}.", platform.handle())).send();
-        }
-        return Ok(see_other(&back.location(None)));
-    }
     render_queue(&state, &user, &session, &back, Some(&flashes), None).await
 }
 
@@ -350,7 +341,12 @@ async fn answer(
                 session,
                 back,
                 None,
-                Some((id.get(), typed.unwrap_or(""), message)),
+                Some((
+                    id.get(),
+                    typed.unwrap_or(""),
+                    message,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )),
             )
             .await
         }
@@ -363,6 +359,18 @@ async fn answer(
                         serde_json::json!([{"id": row.id, "state": row.state, "html": html}]);
                 }
                 return Ok(json(StatusCode::CONFLICT, body));
+            }
+            // Something typed is not lost: the page comes back with it.
+            if let Some(typed) = typed.filter(|t| !t.trim().is_empty()) {
+                return render_queue(
+                    state,
+                    user,
+                    session,
+                    back,
+                    None,
+                    Some((id.get(), typed, message, StatusCode::CONFLICT)),
+                )
+                .await;
             }
             FlashMessage::error(message).send();
             Ok(see_other(&back.location(Some(id.get()))))
@@ -584,8 +592,12 @@ pub async fn bulk(
         let now = state.review.states(user.uid, &ids).await?;
         let mut list = Vec::with_capacity(now.len());
         for row in &now {
+            let refused = results.iter().find_map(|(d, r)| match r {
+                Err(Refused::State(m) | Refused::Invalid(m)) if d.id == row.id => Some(m.clone()),
+                _ => None,
+            });
             list.push(serde_json::json!({
-                "id": row.id, "state": row.state,
+                "id": row.id, "state": row.state, "refused": refused,
                 "html": draft_html(&state, &user, &view(row), limit, &back)?
             }));
         }

@@ -88,16 +88,26 @@ pub async fn list(
 pub async fn show(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: crate::sessions::TypedSession,
     path: web::Path<RunId>,
     flashes: IncomingFlashMessages,
 ) -> Result<HttpResponse, AppError> {
     let Some((row, drafts)) = state.runs.detail(user.uid, path.into_inner()).await? else {
         return Err(AppError::NotFound);
     };
-    let accounts = accounts(&state, &user).await?;
+    let list = state.platforms.list(user.uid).await?;
+    // The account the review queue shows: the session's, else the default one.
+    let current = session.current_platform().or_else(|| {
+        list.iter()
+            .find(|p| p.is_default)
+            .or(list.first())
+            .map(|p| p.id)
+    });
+    let accounts: HashMap<i64, String> = list.iter().map(|p| (p.id.get(), p.handle())).collect();
     let run = item(&row, &accounts);
     Page::new(&format!("Run {}", row.id), Some(&user), Some(&flashes))
         .with("run", &run)
+        .with("current_platform", &current.map(|p| p.get()))
         .with(
             "active",
             &matches!(row.state.as_str(), "queued" | "running"),

@@ -315,6 +315,28 @@ pub async fn mark_publishing(conn: &mut Conn, ids: &[i64]) -> Result<Vec<DraftRo
     .await)?)
 }
 
+/// A post's drafts that were going out when its job stopped for later (a rate limit, a passing
+/// failure) are approved again, so a person can still withdraw them while the job waits.
+pub async fn unmark_publishing(
+    conn: &mut Conn,
+    platform_id: i64,
+    status_id: &str,
+) -> Result<usize, StoreError> {
+    Ok(run!(conn, |c| diesel::update(
+        cd::table
+            .filter(cd::platform_id.eq(platform_id))
+            .filter(cd::status_id.eq(status_id))
+            .filter(cd::state.eq(PUBLISHING))
+    )
+    .set((
+        cd::state.eq(APPROVED),
+        cd::updated_at.eq(now()),
+        cd::version.eq(cd::version + 1),
+    ))
+    .execute(c)
+    .await)?)
+}
+
 /// The end of publishing one draft: published (with the text that went out), already_described
 /// or publish_failed with why. Only a draft still publishing is changed.
 pub async fn settle(

@@ -55,6 +55,17 @@ pub async fn request(
     status_id: &str,
 ) -> Result<(), StoreError> {
     let now = now();
+    // While the connection's rate limit is used up (its jobs paused, without an error), a new
+    // request waits with them.
+    let paused_until: Option<i64> = run!(conn, |c| pj::table
+        .filter(pj::platform_id.eq(platform_id))
+        .filter(pj::requested.gt(pj::handled))
+        .filter(pj::error.is_null())
+        .filter(pj::run_after.gt(now))
+        .select(diesel::dsl::max(pj::run_after))
+        .first(c)
+        .await)?;
+    let run_after = paused_until.unwrap_or(now).max(now);
     let new = NewJob {
         user_id,
         platform_id,
@@ -62,7 +73,7 @@ pub async fn request(
         requested: 1,
         handled: 0,
         attempts: 0,
-        run_after: now,
+        run_after,
         created_at: now,
         updated_at: now,
     };

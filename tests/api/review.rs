@@ -135,6 +135,22 @@ impl Setup {
             .collect()
     }
 
+    /// The reason the post's publishing job is waiting, if it is.
+    async fn job_error(&self, status_id: &str) -> Option<String> {
+        use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        use fedialt::store::schema::publish_jobs as pj;
+        let mut conn = self.app.state.db.conn().await.unwrap();
+        fedialt::run!(&mut conn, |c| pj::table
+            .filter(pj::status_id.eq(status_id))
+            .select(pj::error)
+            .first::<Option<String>>(c)
+            .await
+            .optional())
+        .unwrap()
+        .flatten()
+    }
+
     /// Lets a job waiting out its backoff go now (as if the time had passed), and runs it.
     async fn due_now(&self) {
         use diesel::ExpressionMethods;
@@ -469,14 +485,15 @@ async fn a_lost_answer_never_edits_twice(b: Backend) {
         })
         .await
     );
-    // The job waits out its backoff; then it finds our text on the post and only records it.
+    // The job waits out its backoff (the draft approved again meanwhile); then it finds our text
+    // on the post and only records it.
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let d = s.draft("a3").await;
-            d.state == "publishing"
+            s.job_error("3").await.is_some()
         })
         .await
     );
+    assert_eq!(s.draft("a3").await.state, "approved");
     s.due_now().await;
     let a = s.settled("a3").await;
     assert_eq!(a.state, "published");
@@ -562,6 +579,8 @@ async fn failures_say_why_and_can_be_retried(b: Backend) {
         .await,
         "the job waits with a reason"
     );
+    // While it waits, the draft is approved again (not stuck "publishing"): it can be withdrawn.
+    assert_eq!(s.draft("a3").await.state, "approved");
     s.due_now().await;
     assert_eq!(s.settled("a3").await.state, "published");
 
@@ -773,7 +792,7 @@ async fn publishing_goes_on_when_redis_dies_midway(b: Backend) {
 }
 
 async fn the_rate_limit_is_never_overrun(b: Backend) {
-    let s = setup(b, vec![rich_post(1), rich_post(2)]).await;
+    let s = setup(b, vec![rich_post(1), rich_post(2), rich_post(3)]).await;
     // Three calls left in this window, which resets in 3 s: one post's worth.
     s.fake.set(|f| f.post_rate_limit = Some((3, 3)));
     let first = s.draft("a1").await;
@@ -802,9 +821,28 @@ async fn the_rate_limit_is_never_overrun(b: Backend) {
     );
     assert_eq!(s.calls_on(2), Vec::<String>::new());
     assert_eq!(s.draft("a2").await.state, "approved");
+    // A post approved during the pause waits with the others (any worker, any process).
+    s.act(s.draft("a3").await.id, "approve", &[]).await;
+    {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        use fedialt::store::schema::publish_jobs as pj;
+        let mut conn = s.app.state.db.conn().await.unwrap();
+        let run_after: i64 = fedialt::run!(&mut conn, |c| pj::table
+            .filter(pj::status_id.eq("3"))
+            .select(pj::run_after)
+            .first(c)
+            .await)
+        .unwrap();
+        assert!(
+            run_after > fedialt::store::now(),
+            "the new post waits for the reset too"
+        );
+    }
     // The window resets: it goes out when the instance said, and no call was ever refused.
     s.fake.set(|f| f.post_rate_limit = Some((300, 300)));
     assert_eq!(s.settled("a2").await.state, "published");
+    assert_eq!(s.settled("a3").await.state, "published");
     assert_eq!(s.fake.state.lock().unwrap().rate_limited, 0);
 }
 
@@ -956,19 +994,93 @@ async fn a_429_holds_back_the_whole_account(b: Backend) {
 
 async fn the_queue_follows_the_account_asked_for(b: Backend) {
     let s = setup(b, vec![rich_post(1)]).await;
+    let run_id = s.app.run_rows().await[0].id;
+    // Another account becomes the one worked on: the run's page offers to switch back (a POST).
     let (_other, other_id) = s.app.connect_platform_with(&s.app.client, "alice").await;
-    // Working on the new account now? The run's link switches back to the run's account.
+    let csrf = s.app.csrf().await;
+    let other = other_id.to_string();
     let r = s
         .app
-        .get(&format!("/review?platform={}&state=all", s.platform_id))
+        .post_form(
+            &format!("/platforms/{other}/switch"),
+            &[("csrf_token", &csrf)],
+        )
         .await;
-    assert_eq!(r.status().as_u16(), 303);
-    assert_eq!(location(&r), "/review?state=all&page=1");
+    assert_eq!(location(&r), "/platforms");
+    let page = s.app.page(&format!("/runs/{run_id}")).await;
+    assert!(
+        page.contains(&format!("action=\"/platforms/{}/switch\"", s.platform_id)),
+        "{page}"
+    );
+    let r = s
+        .app
+        .post_form(
+            &format!("/platforms/{}/switch", s.platform_id),
+            &[("csrf_token", &csrf), ("next", "/review?state=all")],
+        )
+        .await;
+    assert_eq!(location(&r), "/review?state=all");
     let page = s.app.page("/review?state=all").await;
     assert!(page.contains(&format!("id=\"draft-{}\"", s.draft("a1").await.id)));
-    let r = s.app.get("/review?platform=999999").await;
-    assert_eq!(r.status().as_u16(), 404);
-    assert!(other_id != s.platform_id);
+    // Only the app's own pages are places to go next.
+    let r = s
+        .app
+        .post_form(
+            &format!("/platforms/{}/switch", s.platform_id),
+            &[
+                ("csrf_token", &csrf),
+                ("next", "https://elsewhere.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), "/platforms");
+}
+
+async fn typed_text_survives_a_refusal(b: Backend) {
+    let s = setup(b, vec![rich_post(1)]).await;
+    let a = s.draft("a1").await;
+    // Approved in one tab; the other tab, still showing the box, sends an edit.
+    s.act(a.id, "approve", &[]).await;
+    assert_eq!(s.settled("a1").await.state, "published");
+    let r = s
+        .act(
+            a.id,
+            "save",
+            &[("alt_text", "Words I wrote in the other tab")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 409);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Words I wrote in the other tab"), "{page}");
+    assert!(page.contains("already published"));
+    // By script, a bulk approval refused for one draft says so for that draft.
+    let c = s.draft("c1").await;
+    let csrf = s.app.csrf().await;
+    let id = c.id.to_string();
+    let long = "x".repeat(1501);
+    let r = s
+        .app
+        .client
+        .post(s.app.url("/review/bulk"))
+        .header("Accept", "application/json")
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("action", "approve"),
+            ("draft_ids", &id),
+            (&format!("alt_text_{id}"), &long),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["drafts"][0]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("1501 characters"),
+        "{body}"
+    );
+    assert_eq!(s.draft("c1").await.state, "pending");
 }
 
 async fn one_regenerate_at_a_time_per_person(b: Backend) {
@@ -1014,6 +1126,7 @@ async fn one_regenerate_at_a_time_per_person(b: Backend) {
 }
 
 both_databases!(
+    typed_text_survives_a_refusal,
     what_goes_out_is_what_the_person_last_decided,
     a_slow_edit_keeps_its_lease_and_edits_once,
     a_429_holds_back_the_whole_account,

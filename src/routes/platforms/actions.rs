@@ -28,18 +28,33 @@ pub struct RenameForm {
     name: String,
 }
 
+#[derive(Deserialize)]
+pub struct SwitchForm {
+    #[serde(default)]
+    pub csrf_token: String,
+    /// Where to go next: the review queue or the caption page (a run's page sends its account's
+    /// queue); anything else goes to /platforms.
+    pub next: Option<String>,
+}
+
 pub async fn switch(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: TypedSession,
     path: web::Path<PlatformId>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<SwitchForm>,
 ) -> Result<HttpResponse, AppError> {
     user.check_csrf(&form.csrf_token)?;
     let platform = super::owned(&state, &user, path.into_inner()).await?;
     session.set_current_platform(platform.id)?;
     FlashMessage::success(format!("Now working on {}.", platform.handle())).send();
-    Ok(see_other("/platforms"))
+    let next = match form.next.as_deref() {
+        Some("/review?state=all") => "/review?state=all",
+        Some("/review") => "/review",
+        Some("/caption_generation") => "/caption_generation",
+        _ => "/platforms",
+    };
+    Ok(see_other(next))
 }
 
 pub async fn make_default(
