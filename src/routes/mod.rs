@@ -73,6 +73,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(platforms::oauth::callback),
         )
         .route("/admin", web::get().to(admin::index))
+        .route("/admin/users", web::get().to(admin::users::list))
+        .route("/admin/users", web::post().to(admin::users::create))
+        .route("/admin/audit", web::get().to(admin::users::audit))
         .route("/metrics", web::get().to(metrics::show))
         .route(
             "/account/sessions/{id}/end",
@@ -96,6 +99,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(platforms::delete::delete)),
         )
         .route("/runs/{id}", web::get().to(runs::show))
+        .route("/admin/users/{id}", web::get().to(admin::users::show))
+        .route(
+            "/admin/users/{id}/{action}",
+            web::post().to(admin::users::change),
+        )
         // A description of 1,500 emoji is 18 KB as a form: above the default form limit.
         .service(
             web::resource("/review/{id}/{action}")

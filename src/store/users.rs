@@ -4,10 +4,11 @@ use diesel::prelude::{
     ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable,
     SelectableHelper,
 };
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::RunQueryDsl;
 
 use super::schema::users;
-use super::{now, Conn, StoreError};
+use super::{now, Backend, Conn, StoreError};
 use crate::run;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -128,5 +129,56 @@ pub async fn still_signed_in_as(
     .set(users::credentials_version.eq(users::credentials_version))
     .execute(c)
     .await)?;
+    Ok(n == 1)
+}
+
+/// A role or active change that keeps at least one active admin: the statement is conditional
+/// on another active admin remaining (PostgreSQL: under a transaction lock, so two admins
+/// demoting each other at once cannot both win). Bumps the credentials version, so a sign-in in
+/// flight with the old role or state cannot create a session. False when refused (the last
+/// admin) or the user is gone.
+pub async fn set_role_and_active(
+    conn: &mut Conn,
+    id: i64,
+    role: &str,
+    active: bool,
+) -> Result<bool, StoreError> {
+    if conn.backend() == Backend::Postgres {
+        run!(conn, |c| diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(7061745103) IS NULL AS locked"
+        )
+        .execute(c)
+        .await)?;
+    }
+    let mut sql = "UPDATE users SET role = $1, active = $2, \
+        credentials_version = credentials_version + 1 \
+        WHERE id = $3 AND (($1 = 'admin' AND $2) OR role <> 'admin' OR NOT active \
+            OR (SELECT count(*) FROM users o WHERE o.role = 'admin' AND o.active AND o.id <> $3) > 0)"
+        .to_owned();
+    if conn.backend() == Backend::Sqlite {
+        sql = sql.replace('$', "?");
+    }
+    let n = run!(conn, |c| diesel::sql_query(&sql)
+        .bind::<Text, _>(role)
+        .bind::<Bool, _>(active)
+        .bind::<BigInt, _>(id)
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}
+
+/// A password an admin set: bumps the credentials version (sign-ins in flight fail).
+pub async fn set_password_by_admin(
+    conn: &mut Conn,
+    id: i64,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    let n = run!(conn, |c| diesel::update(users::table.find(id))
+        .set((
+            users::password_hash.eq(hash),
+            users::credentials_version.eq(users::credentials_version + 1),
+        ))
+        .execute(c)
+        .await)?;
     Ok(n == 1)
 }

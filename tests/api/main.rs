@@ -3,6 +3,7 @@
 //! One integration binary: every test spawns the real app against real services.
 
 mod account;
+mod admin;
 mod caption;
 mod cli;
 mod csrf_and_access;

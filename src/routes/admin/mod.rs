@@ -1,3 +1,5 @@
+pub mod users;
+
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::IncomingFlashMessages;
 use serde::Serialize;
@@ -10,6 +12,7 @@ use crate::web::page::Page;
 
 #[derive(Serialize)]
 struct UserLine {
+    id: i64,
     username: String,
     email: String,
     role: String,
@@ -27,6 +30,7 @@ pub async fn index(
         .await?
         .into_iter()
         .map(|u| UserLine {
+            id: u.id,
             username: u.username,
             email: u.email,
             role: u.role,

@@ -1,0 +1,322 @@
+//! The admin area's people and audit log: every route closed to users (403) and visitors (to
+//! /login); creating people field by field; the last-admin rule; deactivation, demotion and a new
+//! password ending sessions in the database and in Redis (also with Redis paused during the
+//! change); the audit rows.
+
+use std::time::Duration;
+
+use crate::both_databases;
+use crate::helpers::*;
+use crate::services::RedisServer;
+
+async fn admin_app(b: Backend, options: Options) -> (TestApp, TestUser) {
+    let app = spawn_app_with(b, options).await;
+    let admin = app.create_user("root", "admin").await;
+    app.login(&admin).await;
+    (app, admin)
+}
+
+async fn user_count(app: &TestApp) -> i64 {
+    let mut conn = app.state.db.conn().await.unwrap();
+    fedialt::store::users::count(&mut conn).await.unwrap()
+}
+
+async fn every_admin_route_is_closed_to_others(b: Backend) {
+    let (app, admin) = admin_app(b, Options::default()).await;
+    let bob = app.create_user("bob", "user").await;
+    let bobs = new_client();
+    app.login_with(&bobs, "bob", &bob.password).await;
+    let csrf = app.csrf_with(&bobs).await;
+    let id = admin.id;
+    let gets = [
+        "/admin".to_owned(),
+        "/admin/users".to_owned(),
+        format!("/admin/users/{id}"),
+        "/admin/audit".to_owned(),
+    ];
+    let posts = [
+        "/admin/users".to_owned(),
+        format!("/admin/users/{id}/role"),
+        format!("/admin/users/{id}/deactivate"),
+        format!("/admin/users/{id}/activate"),
+        format!("/admin/users/{id}/password"),
+    ];
+    let visitor = new_client();
+    for path in &gets {
+        assert_eq!(
+            app.get_with(&bobs, path).await.status().as_u16(),
+            403,
+            "GET {path}"
+        );
+        let r = app.get_with(&visitor, path).await;
+        assert_eq!(r.status().as_u16(), 303, "GET {path}");
+        assert!(location(&r).starts_with("/login"));
+        assert_eq!(
+            app.get(path).await.status().as_u16(),
+            200,
+            "GET {path} as the admin"
+        );
+    }
+    for path in &posts {
+        let fields = [
+            ("csrf_token", csrf.as_str()),
+            ("role", "admin"),
+            ("password", "a new long password"),
+        ];
+        let r = app.post_form_with(&bobs, path, &fields).await;
+        assert_eq!(r.status().as_u16(), 403, "POST {path}");
+        let r = app.post_form_with(&visitor, path, &fields).await;
+        assert_eq!(r.status().as_u16(), 303, "POST {path}");
+        assert!(location(&r).starts_with("/login"));
+    }
+    let mut conn = app.state.db.conn().await.unwrap();
+    let root = fedialt::store::users::by_id(&mut conn, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (root.role.as_str(), root.active),
+        ("admin", true),
+        "nothing changed"
+    );
+}
+
+async fn people_are_created_field_by_field(b: Backend) {
+    let (app, _admin) = admin_app(b, Options::default()).await;
+    let csrf = app.csrf().await;
+    let before = user_count(&app).await;
+    let r = app
+        .post_form(
+            "/admin/users",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "A B"),
+                ("email", "not-an-address"),
+                ("password", "short"),
+                ("role", "owner"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    let page = r.text().await.unwrap();
+    for (field, words) in [
+        ("username", "Username:"),
+        ("email", "E-mail:"),
+        ("password", "at least 12"),
+        ("role", "must be user or admin"),
+    ] {
+        assert!(page.contains(&format!("href=\"#{field}\"")), "{field}");
+        assert!(page.contains(words), "{words}: {page}");
+    }
+    assert!(
+        page.contains("value=\"not-an-address\""),
+        "what was typed is kept"
+    );
+    assert!(!page.contains("value=\"short\""), "never the password");
+    assert_eq!(user_count(&app).await, before, "nothing saved");
+
+    let fields = [
+        ("csrf_token", csrf.as_str()),
+        ("username", "carol"),
+        ("email", "carol@example.org"),
+        ("password", "carol's long password"),
+        ("role", "user"),
+    ];
+    let r = app.post_form("/admin/users", &fields).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(location(&r).starts_with("/admin/users/"));
+    let carol = new_client();
+    let r = app
+        .login_with(&carol, "carol", "carol's long password")
+        .await;
+    assert_eq!(r.status().as_u16(), 303, "carol can sign in");
+    // The same name again is refused on its field.
+    let r = app.post_form("/admin/users", &fields).await;
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("carol is taken"));
+    let audit = app.page("/admin/audit").await;
+    assert!(
+        audit.contains("user created") && audit.contains("carol") && audit.contains("root"),
+        "{audit}"
+    );
+}
+
+async fn the_last_admin_stays(b: Backend) {
+    let (app, admin) = admin_app(b, Options::default()).await;
+    let csrf = app.csrf().await;
+    let id = admin.id;
+    for (action, fields) in [("role", vec![("role", "user")]), ("deactivate", vec![])] {
+        let mut all = vec![("csrf_token", csrf.as_str())];
+        all.extend(fields);
+        let r = app
+            .post_form(&format!("/admin/users/{id}/{action}"), &all)
+            .await;
+        assert_eq!(r.status().as_u16(), 422, "{action}");
+        assert!(r.text().await.unwrap().contains("last active admin"));
+    }
+    assert_eq!(
+        app.get("/admin").await.status().as_u16(),
+        200,
+        "still signed in, still admin"
+    );
+    // With a second admin, one can step down; then the other is the last.
+    let second = app.create_user("second", "admin").await;
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/role", second.id),
+            &[("csrf_token", &csrf), ("role", "user")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/role", second.id),
+            &[("csrf_token", &csrf), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = app
+        .post_form(
+            &format!("/admin/users/{id}/role"),
+            &[("csrf_token", &csrf), ("role", "user")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303, "root steps down");
+    assert_eq!(location(&r), "/login", "and is signed out");
+    assert_eq!(app.get("/admin").await.status().as_u16(), 303);
+}
+
+/// bob, signed in on `bobs`: whether his session still works.
+async fn signed_in(app: &TestApp, client: &reqwest::Client) -> bool {
+    app.get_with(client, "/account").await.status().as_u16() == 200
+}
+
+async fn changes_end_sessions_at_once(b: Backend) {
+    let redis = RedisServer::start().await;
+    let (app, _admin) = admin_app(b, Options::redis(redis.url())).await;
+    let csrf = app.csrf().await;
+    let bob = app.create_user("bob", "user").await;
+    let carol = app.create_user("carol", "admin").await;
+
+    // Deactivation.
+    let bobs = new_client();
+    app.login_with(&bobs, "bob", &bob.password).await;
+    assert!(signed_in(&app, &bobs).await);
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/deactivate", bob.id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(!signed_in(&app, &bobs).await, "bob is signed out at once");
+    let r = app.login_with(&new_client(), "bob", &bob.password).await;
+    assert_ne!(r.status().as_u16(), 303, "and cannot sign in");
+    app.post_form(
+        &format!("/admin/users/{}/activate", bob.id),
+        &[("csrf_token", &csrf)],
+    )
+    .await;
+
+    // Demotion takes /admin away from an open session.
+    let carols = new_client();
+    app.login_with(&carols, "carol", &carol.password).await;
+    assert_eq!(app.get_with(&carols, "/admin").await.status().as_u16(), 200);
+    app.post_form(
+        &format!("/admin/users/{}/role", carol.id),
+        &[("csrf_token", &csrf), ("role", "user")],
+    )
+    .await;
+    assert_ne!(
+        app.get_with(&carols, "/admin").await.status().as_u16(),
+        200,
+        "no more /admin"
+    );
+
+    // A new password, set while Redis is paused: the session's Redis copy comes back with Redis,
+    // and still does not sign bob in.
+    let bobs = new_client();
+    app.login_with(&bobs, "bob", &bob.password).await;
+    assert!(signed_in(&app, &bobs).await);
+    redis.pause();
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/password", bob.id),
+            &[
+                ("csrf_token", &csrf),
+                ("password", "bob's brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(
+        !signed_in(&app, &bobs).await,
+        "ended in the database while Redis is away"
+    );
+    redis.resume();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.outbox_rows().await == 0 && app.redis_status() == fedialt::cache::RedisStatus::Ok
+        })
+        .await
+    );
+    assert!(
+        !signed_in(&app, &bobs).await,
+        "and Redis's old copy does not bring it back"
+    );
+    let mut conn = app.state.db.conn().await.unwrap();
+    let left = fedialt::store::sessions::ids_for_user_except(&mut conn, bob.id, None)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+    drop(conn);
+    assert_ne!(
+        app.login_with(&new_client(), "bob", &bob.password)
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+    assert_eq!(
+        app.login_with(&new_client(), "bob", "bob's brand new password")
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+    let audit = app.page("/admin/audit").await;
+    for action in ["deactivated", "activated", "role changed", "password set"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+    assert!(
+        !audit.contains("bob's brand new password"),
+        "no password in the log"
+    );
+}
+
+async fn the_people_list_finds_and_pages(b: Backend) {
+    let (app, _admin) = admin_app(b, Options::default()).await;
+    for i in 0..55 {
+        app.create_user(&format!("person{i:02}"), "user").await;
+    }
+    let page = app.page("/admin/users").await;
+    assert!(
+        page.contains("56 people") && page.contains("page 1 of 2"),
+        "{page}"
+    );
+    let found = app.page("/admin/users?q=PERSON07").await;
+    assert!(
+        found.contains(">person07<") && found.contains("1 person matching"),
+        "{found}"
+    );
+    let none = app.page("/admin/users?q=%3Cb%3E").await;
+    assert!(none.contains("No one matches") && !none.contains("<b>"));
+}
+
+both_databases!(
+    every_admin_route_is_closed_to_others,
+    people_are_created_field_by_field,
+    the_last_admin_stays,
+    changes_end_sessions_at_once,
+    the_people_list_finds_and_pages,
+);
