@@ -114,7 +114,9 @@ impl FromRequest for CurrentUser {
     }
 }
 
-/// A signed-in admin; anyone else signed in gets 403.
+/// A signed-in admin; anyone else signed in gets 403. The role is the database's, read on each
+/// admin request (admin pages are few): a demotion takes /admin away from every open session even
+/// if ending that session failed, and a promotion gives it at once.
 #[derive(Clone, Debug)]
 pub struct AdminUser(pub CurrentUser);
 
@@ -131,9 +133,18 @@ impl FromRequest for AdminUser {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let user = CurrentUser::from_request(req, payload);
+        let state = req
+            .app_data::<actix_web::web::Data<crate::state::AppState>>()
+            .cloned();
         Box::pin(async move {
             let user = user.await?;
-            if user.is_admin() {
+            let Some(state) = state else {
+                return Err(AppError::Internal(anyhow::anyhow!("no app state")));
+            };
+            let mut conn = state.db.conn().await?;
+            let row = crate::store::users::by_id(&mut conn, user.uid.get()).await?;
+            drop(conn);
+            if row.is_some_and(|r| r.active && r.role == "admin") {
                 Ok(AdminUser(user))
             } else {
                 Err(AppError::Forbidden(

@@ -43,7 +43,9 @@ impl Email {
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
             })
-            && !email.chars().any(char::is_whitespace);
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || crate::domain::is_hidden_control(c));
         if valid {
             Ok(Email(email.to_owned()))
         } else {

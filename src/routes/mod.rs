@@ -76,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/users", web::get().to(admin::users::list))
         .route("/admin/users", web::post().to(admin::users::create))
         .route("/admin/audit", web::get().to(admin::users::audit))
+        .route("/admin/runs", web::get().to(admin::runs::list))
         .route("/metrics", web::get().to(metrics::show))
         .route(
             "/account/sessions/{id}/end",
@@ -103,6 +104,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/users/{id}/{action}",
             web::post().to(admin::users::change),
+        )
+        .route(
+            "/admin/runs/{id}/{action}",
+            web::post().to(admin::runs::act),
         )
         // A description of 1,500 emoji is 18 KB as a form: above the default form limit.
         .service(

@@ -328,6 +328,19 @@ impl RunService {
         Ok(row)
     }
 
+    /// Puts a failed run back in the queue (an admin's retry): Ok(None) when it is not failed,
+    /// Err with a unique violation when its connection has another run going.
+    pub async fn retry(&self, run: RunId) -> Result<Option<RunRow>, StoreError> {
+        let row = self
+            .write(move |conn| Box::pin(store::runs::retry_failed(conn, run.get())))
+            .await?;
+        if row.is_some() {
+            self.wake.notify_one();
+            crate::jobs::signal_new_job(&self.db).await;
+        }
+        Ok(row)
+    }
+
     /// Adds to a held run's counters. None: the run is no longer this worker's.
     pub async fn advance(
         &self,

@@ -390,6 +390,69 @@ pub async fn cancel_active(
     .optional())?)
 }
 
+/// Every person's runs, newest first, in one state or all (the admin area).
+pub async fn all(
+    conn: &mut Conn,
+    state: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<RunRow>, StoreError> {
+    macro_rules! query {
+        () => {
+            cj::table
+                .order(cj::id.desc())
+                .limit(limit)
+                .offset(offset)
+                .select(RunRow::as_select())
+        };
+    }
+    Ok(match state {
+        Some(state) => run!(conn, |c| query!().filter(cj::state.eq(state)).load(c).await)?,
+        None => run!(conn, |c| query!().load(c).await)?,
+    })
+}
+
+/// How many runs are in each state.
+pub async fn counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(run!(conn, |c| cj::table
+        .group_by(cj::state)
+        .select((cj::state, diesel::dsl::count_star()))
+        .load(c)
+        .await)?)
+}
+
+pub async fn by_id(conn: &mut Conn, id: i64) -> Result<Option<RunRow>, StoreError> {
+    Ok(run!(conn, |c| cj::table
+        .find(id)
+        .select(RunRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// Puts a failed run back in the queue, to go on from where it stopped (a unique violation: the
+/// connection has another active run).
+pub async fn retry_failed(conn: &mut Conn, id: i64) -> Result<Option<RunRow>, StoreError> {
+    let now = now();
+    Ok(run!(conn, |c| diesel::update(
+        cj::table.find(id).filter(cj::state.eq(FAILED))
+    )
+    .set((
+        cj::state.eq(QUEUED),
+        cj::step.eq("Waiting for a worker (retried by an admin)"),
+        cj::error.eq(None::<String>),
+        cj::attempts.eq(0),
+        cj::run_after.eq(now),
+        cj::finished_at.eq(None::<i64>),
+        cj::updated_at.eq(now),
+        cj::version.eq(cj::version + 1),
+    ))
+    .returning(RunRow::as_returning())
+    .get_result(c)
+    .await
+    .optional())?)
+}
+
 /// Removes finished runs that ended before `before`, keeping each connection's newest run (the
 /// caption page shows it). Their drafts stay.
 pub async fn delete_finished_before(conn: &mut Conn, before: i64) -> Result<usize, StoreError> {

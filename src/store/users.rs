@@ -4,7 +4,6 @@ use diesel::prelude::{
     ExpressionMethods, Insertable, OptionalExtension, QueryDsl, Queryable, Selectable,
     SelectableHelper,
 };
-use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::RunQueryDsl;
 
 use super::schema::users;
@@ -132,17 +131,34 @@ pub async fn still_signed_in_as(
     Ok(n == 1)
 }
 
-/// A role or active change that keeps at least one active admin: the statement is conditional
-/// on another active admin remaining (PostgreSQL: under a transaction lock, so two admins
-/// demoting each other at once cannot both win). Bumps the credentials version, so a sign-in in
-/// flight with the old role or state cannot create a session. False when refused (the last
-/// admin) or the user is gone.
-pub async fn set_role_and_active(
+/// A change to a person's access: their role, or whether they may sign in.
+#[derive(Clone, Copy, Debug)]
+pub enum Access<'a> {
+    Role(&'a str),
+    Active(bool),
+}
+
+#[derive(Debug)]
+pub enum AccessChange {
+    /// Changed; the person as they were before.
+    Done(UserRow),
+    /// Already so: nothing written.
+    Unchanged(UserRow),
+    /// Refused: they are the last active admin.
+    LastAdmin,
+    Gone,
+}
+
+/// Changes one thing about a person's access, in the caller's write transaction, keeping at
+/// least one active admin. PostgreSQL: under a transaction lock that every such change takes, so
+/// two admins demoting each other at once cannot both win and a change never works from a stale
+/// read; SQLite: the write transaction runs alone. Bumps the credentials version, so a sign-in in
+/// flight with the old role or state cannot create a session.
+pub async fn change_access(
     conn: &mut Conn,
     id: i64,
-    role: &str,
-    active: bool,
-) -> Result<bool, StoreError> {
+    access: Access<'_>,
+) -> Result<AccessChange, StoreError> {
     if conn.backend() == Backend::Postgres {
         run!(conn, |c| diesel::sql_query(
             "SELECT pg_advisory_xact_lock(7061745103) IS NULL AS locked"
@@ -150,21 +166,39 @@ pub async fn set_role_and_active(
         .execute(c)
         .await)?;
     }
-    let mut sql = "UPDATE users SET role = $1, active = $2, \
-        credentials_version = credentials_version + 1 \
-        WHERE id = $3 AND (($1 = 'admin' AND $2) OR role <> 'admin' OR NOT active \
-            OR (SELECT count(*) FROM users o WHERE o.role = 'admin' AND o.active AND o.id <> $3) > 0)"
-        .to_owned();
-    if conn.backend() == Backend::Sqlite {
-        sql = sql.replace('$', "?");
+    let Some(before) = by_id(conn, id).await? else {
+        return Ok(AccessChange::Gone);
+    };
+    let (role, active) = match access {
+        Access::Role(role) => (role, before.active),
+        Access::Active(active) => (before.role.as_str(), active),
+    };
+    if role == before.role && active == before.active {
+        return Ok(AccessChange::Unchanged(before));
     }
-    let n = run!(conn, |c| diesel::sql_query(&sql)
-        .bind::<Text, _>(role)
-        .bind::<Bool, _>(active)
-        .bind::<BigInt, _>(id)
+    let was_admin = before.active && before.role == "admin";
+    if was_admin && !(active && role == "admin") {
+        let others = run!(conn, |c| users::table
+            .filter(users::role.eq("admin"))
+            .filter(users::active.eq(true))
+            .filter(users::id.ne(id))
+            .count()
+            .get_result::<i64>(c)
+            .await)?;
+        if others == 0 {
+            return Ok(AccessChange::LastAdmin);
+        }
+    }
+    let role = role.to_owned();
+    run!(conn, |c| diesel::update(users::table.find(id))
+        .set((
+            users::role.eq(&role),
+            users::active.eq(active),
+            users::credentials_version.eq(users::credentials_version + 1),
+        ))
         .execute(c)
         .await)?;
-    Ok(n == 1)
+    Ok(AccessChange::Done(before))
 }
 
 /// A password an admin set: bumps the credentials version (sign-ins in flight fail).

@@ -284,6 +284,35 @@ async fn changes_end_sessions_at_once(b: Backend) {
             .as_u16(),
         303
     );
+    // A promotion gives /admin to an open session at once; a repeat changes and logs nothing.
+    let bobs = new_client();
+    app.login_with(&bobs, "bob", "bob's brand new password")
+        .await;
+    assert_eq!(app.get_with(&bobs, "/admin").await.status().as_u16(), 403);
+    app.post_form(
+        &format!("/admin/users/{}/role", bob.id),
+        &[("csrf_token", &csrf), ("role", "admin")],
+    )
+    .await;
+    assert_eq!(app.get_with(&bobs, "/admin").await.status().as_u16(), 200);
+    let rows = |page: String| page.matches("<tr><td>").count();
+    let before = rows(app.page("/admin/audit").await);
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/activate", bob.id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(app
+        .page(&format!("/admin/users/{}", bob.id))
+        .await
+        .contains("Nothing changed"));
+    assert_eq!(
+        rows(app.page("/admin/audit").await),
+        before,
+        "no audit row for nothing"
+    );
     let audit = app.page("/admin/audit").await;
     for action in ["deactivated", "activated", "role changed", "password set"] {
         assert!(audit.contains(action), "{action}: {audit}");
@@ -313,7 +342,134 @@ async fn the_people_list_finds_and_pages(b: Backend) {
     assert!(none.contains("No one matches") && !none.contains("<b>"));
 }
 
+async fn admins_cancel_and_retry_anyones_runs(b: Backend) {
+    use crate::fakes::instance::{FakePost, Flavor};
+    use crate::fakes::model::FakeModel;
+    let model = FakeModel::start().await;
+    let options = Options {
+        env: model.env(),
+        ..Options::default()
+    };
+    let (app, _admin) = admin_app(b, options).await;
+    let alice = app.create_user("alice", "user").await;
+    let alices = new_client();
+    app.login_with(&alices, "alice", &alice.password).await;
+    let (fake, _pid) = app
+        .connect_flavor_with(&alices, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = vec![FakePost::images(1, &["m1"]), FakePost::images(2, &["m2"])]);
+    app.set_run_settings(&alices, 50, "0", false).await;
+    // A run that fails: the instance refuses the token.
+    let tokens: Vec<String> = fake
+        .state
+        .lock()
+        .unwrap()
+        .accounts
+        .keys()
+        .cloned()
+        .collect();
+    let saved = fake.state.lock().unwrap().accounts.clone();
+    fake.set(|f| f.accounts.clear());
+    app.start_run_with(&alices).await;
+    let status = app
+        .finished_run_with(&alices, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["state"], "failed");
+    let run_id = status["run_id"].as_i64().unwrap();
+    let page = app.page("/admin/runs?state=failed").await;
+    assert!(
+        page.contains(&format!("action=\"/admin/runs/{run_id}/retry\"")),
+        "{page}"
+    );
+    assert!(page.contains("alice"));
+    // Reconnect (the token works again) and retry as the admin: it runs to the end.
+    fake.set(|f| f.accounts = saved);
+    assert!(!tokens.is_empty());
+    // Connected again by the person (the same account: the connection is updated, its "needs a
+    // new token" cleared).
+    let csrf_alice = app.csrf_with(&alices).await;
+    let r = app
+        .post_form_with(
+            &alices,
+            "/platforms",
+            &[
+                ("csrf_token", &csrf_alice),
+                ("instance_url", &fake.url),
+                ("access_token", &tokens[0]),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let csrf = app.csrf().await;
+    let r = app
+        .post_form(
+            &format!("/admin/runs/{run_id}/retry"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let status = app
+        .finished_run_with(&alices, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        (status["state"].as_str(), status["drafts_made"].as_i64()),
+        (Some("completed"), Some(2)),
+        "{status}"
+    );
+    // A second retry of a completed run says there is nothing to retry.
+    let r = app
+        .post_form(
+            &format!("/admin/runs/{run_id}/retry"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(app.page("/admin/runs").await.contains("nothing to retry"));
+
+    // Cancel: a run held in a model call.
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    model.set(|m| m.hold = Some(hold.clone()));
+    fake.set(|f| f.posts.insert(0, FakePost::images(3, &["m3"])));
+    app.start_run_with(&alices).await;
+    assert!(eventually(Duration::from_secs(10), || async { model.calls("m3") == 1 }).await);
+    let running = app.run_status_with(&alices).await["run_id"]
+        .as_i64()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = app
+        .post_form(
+            &format!("/admin/runs/{running}/cancel"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let status = app.finished_run_with(&alices, Duration::from_secs(5)).await;
+    assert_eq!(status["state"], "cancelled");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    hold.add_permits(10);
+    let audit = app.page("/admin/audit").await;
+    assert!(
+        audit.contains("run retried") && audit.contains("run cancelled"),
+        "{audit}"
+    );
+    assert!(audit.contains(&format!("run {run_id} of alice")));
+    // Not for users.
+    assert_eq!(
+        app.get_with(&alices, "/admin/runs").await.status().as_u16(),
+        403
+    );
+    let r = app
+        .post_form_with(
+            &alices,
+            &format!("/admin/runs/{run_id}/retry"),
+            &[("csrf_token", &csrf_alice)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 403);
+}
+
 both_databases!(
+    admins_cancel_and_retry_anyones_runs,
     every_admin_route_is_closed_to_others,
     people_are_created_field_by_field,
     the_last_admin_stays,

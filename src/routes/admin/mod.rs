@@ -1,3 +1,4 @@
+pub mod runs;
 pub mod users;
 
 use actix_web::{web, HttpResponse};

@@ -14,7 +14,7 @@ use crate::domain::{Email, NewPassword, Username};
 use crate::routes::error::AppError;
 use crate::routes::see_other;
 use crate::state::AppState;
-use crate::store::users::UserRow;
+use crate::store::users::{Access, AccessChange, UserRow};
 use crate::store::{self, StoreError};
 use crate::web::page::Page;
 use crate::web::when;
@@ -327,18 +327,13 @@ pub async fn change(
             .await
         }
     };
-    let (role, active, audit, detail) = match action.as_str() {
+    let access = match action.as_str() {
         "role" => match parse_role(form.role.as_deref().unwrap_or("")) {
-            Ok(role) => (
-                role.to_owned(),
-                user.active,
-                "role changed",
-                format!("{} → {role}", user.role),
-            ),
+            Ok(role) => Access::Role(role),
             Err(message) => return refuse("role", message).await,
         },
-        "deactivate" => (user.role.clone(), false, "deactivated", String::new()),
-        "activate" => (user.role.clone(), true, "activated", String::new()),
+        "deactivate" => Access::Active(false),
+        "activate" => Access::Active(true),
         "password" => {
             let password = match NewPassword::parse(form.password.as_deref().unwrap_or("")) {
                 Ok(p) => p,
@@ -349,7 +344,10 @@ pub async fn change(
             let mut conn = state.db.conn().await?;
             let set: bool = crate::write_tx!(conn, {
                 let set = store::users::set_password_by_admin(&mut conn, id, &hash).await?;
-                store::audit::record(&mut conn, actor, "password set", &user.username, "").await?;
+                if set {
+                    store::audit::record(&mut conn, actor, "password set", &user.username, "")
+                        .await?;
+                }
                 Ok(set)
             })?;
             drop(conn);
@@ -363,54 +361,81 @@ pub async fn change(
                 sessions_words(ended)
             ))
             .send();
+            if id == admin.uid.get() {
+                return Ok(see_other("/login"));
+            }
             return Ok(see_other(&format!("/admin/users/{id}")));
         }
         _ => return Err(AppError::NotFound),
     };
+    // The read, the last-admin check, the change and its audit row: one transaction.
     let mut conn = state.db.conn().await?;
-    let changed: bool = crate::write_tx!(conn, {
-        let changed = store::users::set_role_and_active(&mut conn, id, &role, active).await?;
-        if changed {
-            store::audit::record(&mut conn, actor, audit, &user.username, &detail).await?;
+    let changed: AccessChange = crate::write_tx!(conn, {
+        let changed = store::users::change_access(&mut conn, id, access).await?;
+        if let AccessChange::Done(before) = &changed {
+            let (what, detail) = match access {
+                Access::Role(role) => ("role changed", format!("{} → {role}", before.role)),
+                Access::Active(false) => ("deactivated", String::new()),
+                Access::Active(true) => ("activated", String::new()),
+            };
+            store::audit::record(&mut conn, actor, what, &before.username, &detail).await?;
         }
         Ok(changed)
     })?;
     drop(conn);
-    if !changed {
-        return refuse(
-            if action == "role" { "role" } else { "status" },
-            format!(
-                "{} is the last active admin: make someone else an admin first, so that \
-                 someone can still run this fedialt.",
-                user.username
-            ),
-        )
-        .await;
-    }
-    // Sessions end when the person loses something: their access, or their admin role.
-    let loses = !active || (user.role == "admin" && role != "admin");
+    let after = match &changed {
+        AccessChange::Gone => return Err(AppError::NotFound),
+        AccessChange::LastAdmin => {
+            return refuse(
+                if action == "role" { "role" } else { "status" },
+                format!(
+                    "{} is the last active admin: make someone else an admin first, so that \
+                     someone can still run this fedialt.",
+                    user.username
+                ),
+            )
+            .await
+        }
+        AccessChange::Done(_) | AccessChange::Unchanged(_) => {
+            let mut conn = state.db.conn().await?;
+            store::users::by_id(&mut conn, id)
+                .await?
+                .ok_or(AppError::NotFound)?
+        }
+    };
+    // Sessions end whenever the person is now without access or without the admin role they
+    // may hold a session of: also on a repeat, so a retry finishes what a failed attempt left.
+    let loses = matches!(access, Access::Active(false) | Access::Role("user"));
     let ended = if loses {
         sign_out_everywhere(&state, id).await?
     } else {
         0
     };
-    let what = match action.as_str() {
-        "role" => format!(
-            "{} is now {}.",
-            user.username,
-            if role == "admin" {
+    let what = match (&changed, access) {
+        (AccessChange::Unchanged(_), _) => {
+            format!("Nothing changed: {} was already so.", after.username)
+        }
+        (_, Access::Role(_)) => format!(
+            "{} is now {}.{}",
+            after.username,
+            if after.role == "admin" {
                 "an admin"
             } else {
                 "a user"
+            },
+            if after.role == "admin" {
+                " They have the admin pages at once."
+            } else {
+                ""
             }
         ),
-        "deactivate" => format!(
+        (_, Access::Active(false)) => format!(
             "{} is deactivated and can no longer sign in.",
-            user.username
+            after.username
         ),
-        _ => format!("{} is active again and can sign in.", user.username),
+        (_, Access::Active(true)) => format!("{} is active again and can sign in.", after.username),
     };
-    FlashMessage::success(if loses {
+    FlashMessage::success(if loses && ended > 0 {
         format!("{what} {} signed out.", sessions_words(ended))
     } else {
         what
