@@ -14,15 +14,18 @@ pub enum Kind {
     Settings,
     Progress,
     Throttle,
+    /// System-wide settings admins save (the caption defaults).
+    Admin,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Session,
         Kind::Platform,
         Kind::Settings,
         Kind::Progress,
         Kind::Throttle,
+        Kind::Admin,
     ];
 
     pub fn label(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Settings => "settings",
             Kind::Progress => "progress",
             Kind::Throttle => "throttle",
+            Kind::Admin => "admin",
         }
     }
 
@@ -73,6 +77,11 @@ impl Key {
         Key::of(Kind::Progress, &platform_id.to_string())
     }
 
+    /// A system-wide setting admins save ("caption_defaults").
+    pub fn admin(name: &str) -> Key {
+        Key::of(Kind::Admin, name)
+    }
+
     pub fn throttle(scope: &str) -> Key {
         Key::of(Kind::Throttle, scope)
     }
@@ -105,6 +114,7 @@ impl Key {
             Kind::Settings => "settings",
             Kind::Progress => "progress",
             Kind::Throttle => "throttle",
+            Kind::Admin => "admin",
         };
         format!("{segment}:{}", self.ident)
     }

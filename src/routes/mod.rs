@@ -77,6 +77,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/users", web::post().to(admin::users::create))
         .route("/admin/audit", web::get().to(admin::users::audit))
         .route("/admin/runs", web::get().to(admin::runs::list))
+        .route("/admin/settings", web::get().to(admin::settings::show))
+        .route(
+            "/admin/settings/defaults",
+            web::post().to(admin::settings::save_defaults),
+        )
         .route("/metrics", web::get().to(metrics::show))
         .route(
             "/account/sessions/{id}/end",

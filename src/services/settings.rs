@@ -26,7 +26,11 @@ pub struct UserSettings {
 }
 
 impl UserSettings {
-    fn resolve(saved: Option<CaptionSettings>, platform: &PlatformRecord) -> UserSettings {
+    fn resolve(
+        saved: Option<CaptionSettings>,
+        defaults: CaptionSettings,
+        platform: &PlatformRecord,
+    ) -> UserSettings {
         let limit = platform.description_limit.max(0) as u32;
         match saved {
             Some(s) => UserSettings {
@@ -34,11 +38,38 @@ impl UserSettings {
                 saved: true,
             },
             None => UserSettings {
-                settings: CaptionSettings::defaults().clamped_to(limit),
+                settings: defaults.clamped_to(limit),
                 saved: false,
             },
         }
     }
+}
+
+/// What Redis holds for the system-wide defaults: the ones admins saved, or None for the built-in
+/// ones.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CachedDefaults {
+    saved: Option<CaptionSettings>,
+}
+
+impl CachedDefaults {
+    fn settings(self) -> CaptionSettings {
+        self.saved.unwrap_or_else(CaptionSettings::defaults)
+    }
+}
+
+async fn read_defaults(conn: &mut Conn) -> Result<(i64, CachedDefaults), StoreError> {
+    let row = store::admin_settings::get(conn, store::admin_settings::CAPTION_DEFAULTS).await?;
+    Ok(match row {
+        // A value that no longer parses (an older shape) falls back to the built-in defaults.
+        Some((value, version)) => (
+            version,
+            CachedDefaults {
+                saved: serde_json::from_str(&value).ok(),
+            },
+        ),
+        None => (0, CachedDefaults { saved: None }),
+    })
 }
 
 /// Everything the caption generation page needs.
@@ -53,6 +84,7 @@ pub struct CaptionView {
 #[derive(Clone)]
 pub struct SettingsManager {
     settings: Versioned<Cached>,
+    defaults: Versioned<CachedDefaults>,
     platforms: PlatformManager,
 }
 
@@ -80,9 +112,68 @@ async fn read_saved(conn: &mut Conn, platform_id: PlatformId) -> Result<(i64, Ca
 impl SettingsManager {
     pub fn new(db: Db, cache: Cache, platforms: PlatformManager) -> SettingsManager {
         SettingsManager {
-            settings: Versioned::new(db, cache.clone(), Kind::Settings),
+            settings: Versioned::new(db.clone(), cache.clone(), Kind::Settings),
+            defaults: Versioned::new(db, cache.clone(), Kind::Admin),
             platforms,
         }
+    }
+
+    fn defaults_key() -> Key {
+        Key::admin(store::admin_settings::CAPTION_DEFAULTS)
+    }
+
+    /// The caption settings of every connection without its own: what admins saved, else the
+    /// built-in ones.
+    pub async fn defaults(&self) -> Result<CaptionSettings, StoreError> {
+        let cached = self
+            .defaults
+            .read(&Self::defaults_key(), keys::ROW_TTL, |conn| {
+                Box::pin(read_defaults(conn))
+            })
+            .await?;
+        Ok(cached.settings())
+    }
+
+    /// Saves the system-wide defaults (the database with an outbox row, then Redis), with the
+    /// audit row in the same transaction.
+    pub async fn save_defaults(
+        &self,
+        settings: &CaptionSettings,
+        actor: (i64, String),
+    ) -> Result<(), StoreError> {
+        let new = settings.clone();
+        self.defaults
+            .write(move |conn| {
+                Box::pin(async move {
+                    let json = serde_json::to_string(&new)
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    let version = store::admin_settings::put(
+                        conn,
+                        store::admin_settings::CAPTION_DEFAULTS,
+                        &json,
+                    )
+                    .await?;
+                    store::audit::record(
+                        conn,
+                        (actor.0, &actor.1),
+                        "defaults saved",
+                        "caption defaults",
+                        &json,
+                    )
+                    .await?;
+                    Ok(Written {
+                        result: (),
+                        put: Some(Put {
+                            key: Self::defaults_key(),
+                            version,
+                            value: CachedDefaults { saved: Some(new) },
+                            ttl: keys::ROW_TTL,
+                        }),
+                        gone: Vec::new(),
+                    })
+                })
+            })
+            .await
     }
 
     async fn load_and_fill(
@@ -123,7 +214,11 @@ impl SettingsManager {
             .await?
             .ok_or(SettingsError::NotFound)?;
         let saved = self.saved_for(platform_id).await?;
-        let settings = UserSettings::resolve(saved, &platform);
+        let defaults = match saved {
+            Some(_) => CaptionSettings::defaults(),
+            None => self.defaults().await?,
+        };
+        let settings = UserSettings::resolve(saved, defaults, &platform);
         Ok((platform, settings))
     }
 
@@ -180,9 +275,13 @@ impl SettingsManager {
         chosen: Option<PlatformId>,
         runs: Option<&RunService>,
     ) -> Result<Option<CaptionView>, StoreError> {
-        let (mut platforms, mut saved, mut run) = (None, None, None);
+        let (mut platforms, mut saved, mut run, mut defaults) = (None, None, None, None);
         if let Some(pid) = chosen {
-            let mut wanted = vec![Key::platforms(user_id), Key::settings(pid)];
+            let mut wanted = vec![
+                Key::platforms(user_id),
+                Key::settings(pid),
+                Self::defaults_key(),
+            ];
             if runs.is_some() {
                 wanted.push(Key::progress(pid));
             }
@@ -193,6 +292,9 @@ impl SettingsManager {
                             .decode(entries.pop().flatten(), user_id)
                             .map(|status| (pid, status));
                     }
+                    if let Lookup::Value(cached) = self.defaults.decode(entries.pop().flatten()) {
+                        defaults = Some(cached.settings());
+                    }
                     let settings_entry = entries.pop().flatten();
                     platforms = self.platforms.decode_list(entries.pop().flatten());
                     if let Lookup::Value(cached) = self.settings.decode(settings_entry) {
@@ -202,6 +304,7 @@ impl SettingsManager {
                 Err(_) => {
                     self.settings.cache().stats().fallback(Kind::Platform);
                     self.settings.cache().stats().fallback(Kind::Settings);
+                    self.settings.cache().stats().fallback(Kind::Admin);
                     if runs.is_some() {
                         self.settings.cache().stats().fallback(Kind::Progress);
                     }
@@ -233,7 +336,13 @@ impl SettingsManager {
             }
             (Some(runs), _) => Some(runs.status(user_id, current.id).await?),
         };
-        let settings = UserSettings::resolve(saved, &current);
+        // The defaults matter only to a connection without its own settings.
+        let defaults = match (&saved, defaults) {
+            (Some(_), _) => CaptionSettings::defaults(),
+            (None, Some(d)) => d,
+            (None, None) => self.defaults().await?,
+        };
+        let settings = UserSettings::resolve(saved, defaults, &current);
         Ok(Some(CaptionView {
             platforms,
             current,

@@ -14,6 +14,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 
+pub mod admin_settings;
 pub mod audit;
 pub mod breaker;
 pub mod cache_state;

@@ -186,6 +186,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    admin_settings (name) {
+        name -> Text,
+        value -> Text,
+        version -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     audit_log (id) {
         id -> BigInt,
         actor_id -> Nullable<BigInt>,

@@ -29,12 +29,15 @@ async fn every_admin_route_is_closed_to_others(b: Backend) {
     let csrf = app.csrf_with(&bobs).await;
     let id = admin.id;
     let gets = [
+        "/admin/settings".to_owned(),
+        "/admin/runs".to_owned(),
         "/admin".to_owned(),
         "/admin/users".to_owned(),
         format!("/admin/users/{id}"),
         "/admin/audit".to_owned(),
     ];
     let posts = [
+        "/admin/settings/defaults".to_owned(),
         "/admin/users".to_owned(),
         format!("/admin/users/{id}/role"),
         format!("/admin/users/{id}/deactivate"),
@@ -468,7 +471,112 @@ async fn admins_cancel_and_retry_anyones_runs(b: Backend) {
     assert_eq!(r.status().as_u16(), 403);
 }
 
+/// The six fields as the forms take them.
+fn settings_fields<'a>(csrf: &'a str, posts: &'a str, max: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf_token", csrf),
+        ("max_posts_per_run", posts),
+        ("max_caption_length", max),
+        ("optimal_min_length", "60"),
+        ("optimal_max_length", "180"),
+        ("processing_delay", "1.5"),
+    ]
+}
+
+/// The value a settings form shows in a field.
+fn field_value(page: &str, name: &str) -> String {
+    let at = page.find(&format!("name=\"{name}\"")).unwrap();
+    let rest = &page[at..];
+    let start = rest.find("value=\"").unwrap() + 7;
+    rest[start..start + rest[start..].find('"').unwrap()].to_owned()
+}
+
+async fn defaults_reach_everyone_without_settings(b: Backend) {
+    let redis = RedisServer::start().await;
+    let (app, _admin) = admin_app(b, Options::redis(redis.url())).await;
+    let sibling = spawn_sibling(&app, Options::redis(redis.url())).await;
+    // Alice has no settings of her own; Bob saved his.
+    let alice = app.create_user("alice", "user").await;
+    let alices = new_client();
+    app.login_with(&alices, "alice", &alice.password).await;
+    app.connect_platform_with(&alices, "alice").await;
+    let bob = app.create_user("bob", "user").await;
+    let bobs = new_client();
+    app.login_with(&bobs, "bob", &bob.password).await;
+    app.connect_platform_with(&bobs, "bob").await;
+    app.set_run_settings(&bobs, 7, "0", false).await;
+    // Both app instances are warm with the built-in defaults.
+    let page = app.page_with(&alices, "/caption_settings").await;
+    assert_eq!(field_value(&page, "max_posts_per_run"), "50");
+    let page = sibling.page_with(&alices, "/caption_settings").await;
+    assert_eq!(field_value(&page, "max_posts_per_run"), "50");
+
+    // Bad values: refused field by field, nothing saved.
+    let csrf = app.csrf().await;
+    let r = app
+        .post_form(
+            "/admin/settings/defaults",
+            &settings_fields(&csrf, "0", "1501"),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("href=\"#max_posts_per_run\"")
+            && page.contains("href=\"#max_caption_length\""),
+        "{page}"
+    );
+    assert!(page.contains("1500"));
+    assert_eq!(
+        field_value(&app.page("/admin/settings").await, "max_posts_per_run"),
+        "50"
+    );
+
+    let r = app
+        .post_form(
+            "/admin/settings/defaults",
+            &settings_fields(&csrf, "123", "400"),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    // At once, on both instances; Bob's own settings stay his.
+    for instance in [&app, &sibling] {
+        let page = instance.page_with(&alices, "/caption_settings").await;
+        assert_eq!(field_value(&page, "max_posts_per_run"), "123");
+        assert_eq!(field_value(&page, "max_caption_length"), "400");
+        let page = instance.page_with(&bobs, "/caption_settings").await;
+        assert_eq!(field_value(&page, "max_posts_per_run"), "7");
+    }
+    // With Redis away, a new save is saved and seen.
+    redis.pause();
+    let r = app
+        .post_form(
+            "/admin/settings/defaults",
+            &settings_fields(&csrf, "321", "400"),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let page = app.page_with(&alices, "/caption_settings").await;
+    assert_eq!(field_value(&page, "max_posts_per_run"), "321");
+    redis.resume();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.outbox_rows().await == 0 && app.redis_status() == fedialt::cache::RedisStatus::Ok
+        })
+        .await
+    );
+    let page = sibling.page_with(&alices, "/caption_settings").await;
+    assert_eq!(
+        field_value(&page, "max_posts_per_run"),
+        "321",
+        "never the older value"
+    );
+    let audit = app.page("/admin/audit").await;
+    assert!(audit.contains("defaults saved"), "{audit}");
+}
+
 both_databases!(
+    defaults_reach_everyone_without_settings,
     admins_cancel_and_retry_anyones_runs,
     every_admin_route_is_closed_to_others,
     people_are_created_field_by_field,

@@ -1,4 +1,5 @@
 pub mod runs;
+pub mod settings;
 pub mod users;
 
 use actix_web::{web, HttpResponse};
