@@ -379,3 +379,12 @@ pub async fn published(
         .load(c)
         .await)?)
 }
+
+/// Drafts in one state, across everyone (the admin overview).
+pub async fn count_in_state(conn: &mut Conn, state: &str) -> Result<i64, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::state.eq(state))
+        .count()
+        .get_result(c)
+        .await)?)
+}

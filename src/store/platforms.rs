@@ -237,3 +237,8 @@ pub async fn version(conn: &mut Conn, user_id: i64) -> Result<i64, StoreError> {
         .first::<i64>(c)
         .await)?)
 }
+
+/// Connections across everyone (the admin overview).
+pub async fn count(conn: &mut Conn) -> Result<i64, StoreError> {
+    Ok(run!(conn, |c| pc::table.count().get_result(c).await)?)
+}

@@ -575,7 +575,27 @@ async fn defaults_reach_everyone_without_settings(b: Backend) {
     assert!(audit.contains("defaults saved"), "{audit}");
 }
 
+async fn the_overview_counts_what_matters(b: Backend) {
+    let (app, _admin) = admin_app(b, Options::default()).await;
+    app.create_user("bob", "user").await;
+    app.create_user_full("gone", "user", false).await;
+    let page = app.page("/admin").await;
+    for (label, value) in [("People", "3"), ("Active", "2"), ("Admins", "1")] {
+        assert!(
+            page.contains(&format!("<dt>{label}</dt><dd>{value}</dd>"))
+                || page.contains(&format!(
+                    "<dt>{label}</dt><dd><a href=\"/admin/users\">{value}</a></dd>"
+                )),
+            "{label}: {page}"
+        );
+    }
+    assert!(page.contains("<dt>Database</dt><dd>ok</dd>"));
+    assert!(page.contains("<dt>Redis</dt><dd>ok</dd>"), "{page}");
+    assert!(page.contains("Runs failed"));
+}
+
 both_databases!(
+    the_overview_counts_what_matters,
     defaults_reach_everyone_without_settings,
     admins_cancel_and_retry_anyones_runs,
     every_admin_route_is_closed_to_others,
