@@ -43,9 +43,14 @@ impl Email {
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
             })
-            && !email
-                .chars()
-                .any(|c| c.is_whitespace() || crate::domain::is_hidden_control(c));
+            && !email.chars().any(|c| {
+                c.is_whitespace()
+                    || crate::domain::is_hidden_control(c)
+                    || matches!(
+                        c,
+                        '<' | '>' | '"' | '(' | ')' | ',' | ';' | ':' | '\\' | '[' | ']'
+                    )
+            });
         if valid {
             Ok(Email(email.to_owned()))
         } else {
@@ -73,6 +78,11 @@ impl NewPassword {
         if count > MAX_PASSWORD_CHARS {
             return Err(format!(
                 "must be at most {MAX_PASSWORD_CHARS} characters long"
+            ));
+        }
+        if text.trim().chars().count() < MIN_PASSWORD_CHARS {
+            return Err(format!(
+                "must have at least {MIN_PASSWORD_CHARS} characters besides spaces at its ends"
             ));
         }
         Ok(NewPassword(Secret::new(text.to_owned())))

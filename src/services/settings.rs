@@ -153,12 +153,22 @@ impl SettingsManager {
                         &json,
                     )
                     .await?;
+                    let words = format!(
+                        "{} posts a run; descriptions up to {} characters, aiming for {} to {}; \
+                         {} s between posts; redo earlier descriptions: {}",
+                        new.max_posts_per_run,
+                        new.max_caption_length,
+                        new.optimal_min_length,
+                        new.optimal_max_length,
+                        new.processing_delay,
+                        if new.reprocess_existing { "yes" } else { "no" }
+                    );
                     store::audit::record(
                         conn,
                         (actor.0, &actor.1),
                         "defaults saved",
                         "caption defaults",
-                        &json,
+                        &words,
                     )
                     .await?;
                     Ok(Written {

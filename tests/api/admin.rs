@@ -429,12 +429,43 @@ async fn admins_cancel_and_retry_anyones_runs(b: Backend) {
     assert_eq!(r.status().as_u16(), 303);
     assert!(app.page("/admin/runs").await.contains("nothing to retry"));
 
+    // Deactivating a person cancels their run going.
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    model.set(|m| m.hold = Some(hold.clone()));
+    fake.set(|f| f.posts.insert(0, FakePost::images(4, &["m4"])));
+    app.start_run_with(&alices).await;
+    assert!(eventually(Duration::from_secs(10), || async { model.calls("m4") == 1 }).await);
+    let r = app
+        .post_form(
+            &format!("/admin/users/{}/deactivate", alice.id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(app
+        .page(&format!("/admin/users/{}", alice.id))
+        .await
+        .contains("run going was cancelled"));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.run_rows().await.last().unwrap().state == "cancelled"
+        })
+        .await
+    );
+    hold.add_permits(10);
+    app.post_form(
+        &format!("/admin/users/{}/activate", alice.id),
+        &[("csrf_token", &csrf)],
+    )
+    .await;
+    app.login_with(&alices, "alice", &alice.password).await;
+
     // Cancel: a run held in a model call.
     let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     model.set(|m| m.hold = Some(hold.clone()));
-    fake.set(|f| f.posts.insert(0, FakePost::images(3, &["m3"])));
+    fake.set(|f| f.posts.insert(0, FakePost::images(5, &["m5"])));
     app.start_run_with(&alices).await;
-    assert!(eventually(Duration::from_secs(10), || async { model.calls("m3") == 1 }).await);
+    assert!(eventually(Duration::from_secs(10), || async { model.calls("m5") == 1 }).await);
     let running = app.run_status_with(&alices).await["run_id"]
         .as_i64()
         .unwrap();

@@ -89,7 +89,7 @@ async fn page_shows_the_account_and_settings_in_plain_words(b: Backend) {
     let body = page.text().await.unwrap();
     assert!(body.contains(&format!("@alice@{}", fake.host)));
     assert!(body.contains("up to 1500 characters"));
-    assert!(body.contains("standard settings"));
+    assert!(body.contains("These are the defaults"));
     assert!(
         body.contains("<strong>50</strong>")
             && body.contains("<strong>80 to 200</strong>")

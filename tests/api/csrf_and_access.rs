@@ -54,6 +54,8 @@ async fn admin_pages_are_forbidden_to_people_without_the_role(b: Backend) {
         .await;
     let r = app.get_with(&client, "/admin").await;
     assert_eq!(r.status().as_u16(), 200);
+    let r = app.get_with(&client, "/admin/users").await;
+    assert_eq!(r.status().as_u16(), 200);
     assert!(r.text().await.unwrap().contains("alice"));
 }
 

@@ -30,6 +30,7 @@ struct Overview {
     drafts_waiting: i64,
     database: &'static str,
     redis: &'static str,
+    redis_used: bool,
     /// Cached reads served from Redis or memory, of all cached reads, since start (percent).
     hit_rate: Option<f64>,
     fallbacks: u64,
@@ -68,6 +69,7 @@ pub async fn index(
         drafts_waiting,
         // This page read the database just now.
         database: "ok",
+        redis_used: state.cache.status() != RedisStatus::Disabled,
         redis: match state.cache.status() {
             RedisStatus::Ok => "ok",
             RedisStatus::Unavailable => "unavailable (fedialt is working from the database)",

@@ -98,6 +98,7 @@ async fn render_list(
         .with("page", &page)
         .with("pages", &pages)
         .with("values", values)
+        .with("field_errors", &field_errors(errors))
         .with_errors(errors)
         .render_status(&state.templates, status, "admin/users.html")
 }
@@ -268,6 +269,7 @@ async fn render_one(
         .with("person", &line(user))
         .with("sessions", &sessions)
         .with("is_self", &(user.id == admin.uid.get()))
+        .with("field_errors", &field_errors(errors))
         .with_errors(errors)
         .render_status(&state.templates, status, "admin/user.html")
 }
@@ -356,7 +358,7 @@ pub async fn change(
             }
             let ended = sign_out_everywhere(&state, id).await?;
             FlashMessage::success(format!(
-                "New password set for {}; {} signed out.",
+                "New password set for {}. {} signed out.",
                 user.username,
                 sessions_words(ended)
             ))
@@ -387,7 +389,7 @@ pub async fn change(
         AccessChange::Gone => return Err(AppError::NotFound),
         AccessChange::LastAdmin => {
             return refuse(
-                if action == "role" { "role" } else { "status" },
+                if action == "role" { "role" } else { "access" },
                 format!(
                     "{} is the last active admin: make someone else an admin first, so that \
                      someone can still run this fedialt.",
@@ -411,6 +413,26 @@ pub async fn change(
     } else {
         0
     };
+    // A deactivated person's runs stop too (their drafts stay).
+    let mut stopped = 0;
+    if matches!(access, Access::Active(false)) {
+        let mut conn = state.db.conn().await?;
+        let platforms = store::platforms::for_user(&mut conn, id).await?;
+        drop(conn);
+        for platform in platforms {
+            if state
+                .runs
+                .cancel(
+                    crate::domain::UserId(id),
+                    crate::domain::PlatformId(platform.id),
+                )
+                .await?
+                .is_some()
+            {
+                stopped += 1;
+            }
+        }
+    }
     let what = match (&changed, access) {
         (AccessChange::Unchanged(_), _) => {
             format!("Nothing changed: {} was already so.", after.username)
@@ -430,21 +452,38 @@ pub async fn change(
             }
         ),
         (_, Access::Active(false)) => format!(
-            "{} is deactivated and can no longer sign in.",
-            after.username
+            "{} is deactivated and can no longer sign in.{}",
+            after.username,
+            match stopped {
+                0 => String::new(),
+                1 => " Their run going was cancelled (its drafts are kept).".into(),
+                n => format!(" Their {n} runs going were cancelled (their drafts are kept)."),
+            }
         ),
         (_, Access::Active(true)) => format!("{} is active again and can sign in.", after.username),
     };
-    FlashMessage::success(if loses && ended > 0 {
+    let text = if loses && ended > 0 {
         format!("{what} {} signed out.", sessions_words(ended))
     } else {
         what
-    })
-    .send();
+    };
+    if matches!(changed, AccessChange::Unchanged(_)) {
+        FlashMessage::info(text).send();
+    } else {
+        FlashMessage::success(text).send();
+    }
     if id == admin.uid.get() && loses {
         return Ok(see_other("/login"));
     }
     Ok(see_other(&format!("/admin/users/{id}")))
+}
+
+/// Each field's message, for the field itself (the summary lists them all).
+fn field_errors(errors: &[(&str, String)]) -> serde_json::Map<String, serde_json::Value> {
+    errors
+        .iter()
+        .map(|(field, message)| ((*field).to_owned(), message.clone().into()))
+        .collect()
 }
 
 fn sessions_words(n: usize) -> String {
