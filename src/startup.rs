@@ -139,8 +139,14 @@ impl Application {
                 PlatformManager::new(db.clone(), cache.clone()),
             ),
             instances,
-            secrets,
+            secrets: secrets.clone(),
             review: crate::services::review::ReviewService::new(db.clone(), runs.wake.clone()),
+            model: crate::services::model::ModelService::new(
+                db.clone(),
+                cache.clone(),
+                config.caption.clone(),
+                secrets.clone(),
+            ),
             runs,
             worker,
             config,
@@ -239,7 +245,15 @@ fn build_worker(
         PlatformManager::new(db.clone(), cache.clone()),
         instances,
         secrets.clone(),
-        captioner,
+        crate::jobs::Model {
+            initial: captioner,
+            chosen: crate::services::model::ModelService::new(
+                db.clone(),
+                cache.clone(),
+                config.caption.clone(),
+                secrets.clone(),
+            ),
+        },
         WorkerConfig {
             lease: config.job_lease,
             poll: config.job_poll,

@@ -52,6 +52,8 @@ pub struct AppState {
     pub settings: SettingsManager,
     pub runs: RunService,
     pub review: crate::services::review::ReviewService,
+    /// The vision model admins choose (over the environment's).
+    pub model: crate::services::model::ModelService,
     /// This process's worker (running unless FEDIALT_WORKER=false; tests may drain it by hand).
     pub worker: Worker,
     pub instances: InstanceClient,

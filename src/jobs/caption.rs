@@ -442,7 +442,7 @@ impl Worker {
         let mut jumped = false;
         let mut top: Option<String> = None;
         let mut empty_pages = 0usize;
-        let per_run = inner.captioner.concurrency();
+        let per_run = self.captioner().await.concurrency();
         let pausing = settings.processing_delay > 0.0;
         let mut ended: Option<String> = None;
         loop {
@@ -646,6 +646,7 @@ impl Worker {
                 ),
                 Err(NotDescribed::ModelAway(reason)) => return Err(Failure::Transient(reason)),
             };
+            let model = self.model().await;
             let now = store::now();
             let draft = NewDraft {
                 run_id: Some(row.id),
@@ -659,7 +660,7 @@ impl Worker {
                 post_text: answer.post.text.clone(),
                 language: answer.post.language.clone(),
                 alt_text,
-                model: inner.captioner.model().to_owned(),
+                model: model.clone(),
                 state: state.to_owned(),
                 error,
                 created_at: now,
@@ -813,8 +814,8 @@ impl Worker {
     }
 
     /// The model's name, stored on each draft.
-    pub fn model(&self) -> &str {
-        self.inner.captioner.model()
+    pub async fn model(&self) -> String {
+        self.captioner().await.model().to_owned()
     }
 
     async fn describe_image(
@@ -846,8 +847,8 @@ impl Worker {
             .acquire()
             .await
             .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
-        inner
-            .captioner
+        self.captioner()
+            .await
             .describe(&image.jpeg, settings, post_text, language)
             .await
             .map_err(|e| match e {

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::captioning::Captioner;
 use crate::crypto::SecretBox;
 use crate::platforms::InstanceClient;
+use crate::services::model::ModelService;
 use crate::services::platforms::PlatformManager;
 use crate::services::runs::RunService;
 use crate::store::{self, Db};
@@ -38,6 +39,13 @@ const MAX_ATTEMPTS: i32 = 5;
 /// The PostgreSQL channel a new run is announced on.
 const CHANNEL: &str = "fedialt_jobs";
 
+/// The vision model: the one built from the environment at start, and the admins' choice that
+/// replaces it once saved.
+pub struct Model {
+    pub initial: Captioner,
+    pub chosen: ModelService,
+}
+
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub lease: Duration,
@@ -54,7 +62,10 @@ struct Inner {
     platforms: PlatformManager,
     instances: InstanceClient,
     secrets: SecretBox,
-    captioner: Captioner,
+    /// The model in use and the version of the admins' choice it was built from (0: the
+    /// environment's); rebuilt when that changes.
+    current: std::sync::Mutex<(i64, Arc<Captioner>)>,
+    model: ModelService,
     /// The model calls this worker makes at once.
     slots: Semaphore,
     /// Images this worker holds in memory at once (downloading, waiting for a slot, described).
@@ -77,9 +88,13 @@ impl Worker {
         platforms: PlatformManager,
         instances: InstanceClient,
         secrets: SecretBox,
-        captioner: Captioner,
+        model: Model,
         config: WorkerConfig,
     ) -> Worker {
+        let Model {
+            initial: captioner,
+            chosen: model,
+        } = model;
         let concurrency = captioner.concurrency();
         let id = format!(
             "{}-{}-{:08x}",
@@ -101,7 +116,8 @@ impl Worker {
                 // every slot busy; a few more let a short run start at once beside long ones.
                 // Few enough that workers share a queue evenly (each takes what it can serve).
                 max_runs: (concurrency * 2).max(4),
-                captioner,
+                current: std::sync::Mutex::new((0, Arc::new(captioner))),
+                model,
                 config,
                 budgets: publish::Budgets::default(),
             }),
@@ -191,6 +207,37 @@ impl Worker {
             done += 1;
         }
         done
+    }
+
+    /// The model to use now: the admins' choice (a cached read, from memory when warm), the
+    /// captioner rebuilt when it changed; the slots follow its concurrency (a decrease takes
+    /// effect as calls in flight end).
+    pub(crate) async fn captioner(&self) -> Arc<Captioner> {
+        let (version, current) = {
+            let guard = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+            (guard.0, guard.1.clone())
+        };
+        let Ok(effective) = self.inner.model.effective().await else {
+            return current;
+        };
+        if effective.version == version {
+            return current;
+        }
+        let Ok(built) = Captioner::new(effective.config) else {
+            return current;
+        };
+        let built = Arc::new(built);
+        let mut guard = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.0 != effective.version {
+            let (old, new) = (guard.1.concurrency(), built.concurrency());
+            if new > old {
+                self.inner.slots.add_permits(new - old);
+            } else if old > new {
+                self.inner.slots.forget_permits(old - new);
+            }
+            *guard = (effective.version, built);
+        }
+        guard.1.clone()
     }
 
     /// Marks a connection whose token the instance refused, so its pages say so.

@@ -82,6 +82,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/admin/settings/defaults",
             web::post().to(admin::settings::save_defaults),
         )
+        .route(
+            "/admin/settings/model",
+            web::post().to(admin::settings::save_model),
+        )
+        .route(
+            "/admin/settings/model/test",
+            web::post().to(admin::settings::test_model),
+        )
         .route("/metrics", web::get().to(metrics::show))
         .route(
             "/account/sessions/{id}/end",

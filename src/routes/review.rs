@@ -476,7 +476,7 @@ async fn regenerate(
             Ok(text) => {
                 state
                     .review
-                    .regenerated(user.uid, &draft, &text, state.worker.model())
+                    .regenerated(user.uid, &draft, &text, &state.worker.model().await)
                     .await?
             }
             Err(reason) => Err(Refused::State(format!(

@@ -37,6 +37,8 @@ async fn every_admin_route_is_closed_to_others(b: Backend) {
         "/admin/audit".to_owned(),
     ];
     let posts = [
+        "/admin/settings/model".to_owned(),
+        "/admin/settings/model/test".to_owned(),
         "/admin/settings/defaults".to_owned(),
         "/admin/users".to_owned(),
         format!("/admin/users/{id}/role"),
@@ -625,7 +627,204 @@ async fn the_overview_counts_what_matters(b: Backend) {
     assert!(page.contains("Runs failed"));
 }
 
+async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Backend) {
+    use crate::fakes::instance::{FakePost, Flavor};
+    use crate::fakes::model::FakeModel;
+    const KEY: &str = "sk-test-secret-4f2a9c71";
+    let first = FakeModel::start().await;
+    let second = FakeModel::start().await;
+    let redis = RedisServer::start().await;
+    let mut options = Options::redis(redis.url());
+    let mut env = first.env();
+    env.append(&mut options.env);
+    options.env = env;
+    let (app, _admin) = admin_app(b, options).await;
+    let csrf = app.csrf().await;
+    let model_fields = |url: String, key: &'static str| {
+        vec![
+            ("csrf_token".to_owned(), csrf.clone()),
+            ("caption_backend".to_owned(), "openai".to_owned()),
+            ("caption_base_url".to_owned(), url),
+            ("caption_model".to_owned(), "vision-large".to_owned()),
+            ("caption_timeout_secs".to_owned(), "30".to_owned()),
+            ("caption_concurrency".to_owned(), "3".to_owned()),
+            ("caption_api_key".to_owned(), key.to_owned()),
+        ]
+    };
+    let post = |fields: Vec<(String, String)>| {
+        let client = app.client.clone();
+        let url = app.url("/admin/settings/model");
+        async move { client.post(url).form(&fields).send().await.unwrap() }
+    };
+
+    // Bad values: each field says why; nothing saved.
+    let r = app
+        .post_form(
+            "/admin/settings/model",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("caption_backend", "llama"),
+                ("caption_base_url", "ftp://models.example"),
+                ("caption_model", ""),
+                ("caption_timeout_secs", "0"),
+                ("caption_concurrency", "999"),
+                ("caption_api_key", "has spaces in it"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 422);
+    let page = r.text().await.unwrap();
+    for field in [
+        "caption_backend",
+        "caption_base_url",
+        "caption_model",
+        "caption_timeout_secs",
+        "caption_concurrency",
+        "caption_api_key",
+    ] {
+        assert!(
+            page.contains(&format!("href=\"#{field}\"")),
+            "{field}: {page}"
+        );
+    }
+    assert!(
+        !page.contains("has spaces in it"),
+        "a typed key is never shown back"
+    );
+    assert!(app
+        .page("/admin/settings")
+        .await
+        .contains("comes from the environment"));
+
+    // Saved: the next run's images go to the second model, with the key.
+    let r = post(model_fields(format!("{}/v1", second.url), KEY)).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let alice = app.create_user("alice", "user").await;
+    let alices = new_client();
+    app.login_with(&alices, "alice", &alice.password).await;
+    let (fake, pid) = app
+        .connect_flavor_with(&alices, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = vec![FakePost::images(1, &["m1"])]);
+    app.set_run_settings(&alices, 50, "0", false).await;
+    app.start_run_with(&alices).await;
+    let status = app
+        .finished_run_with(&alices, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["drafts_made"], 1, "{status}");
+    assert_eq!((first.calls("m1"), second.calls("m1")), (0, 1));
+    let auth = second.state.lock().unwrap().authorization.clone();
+    assert_eq!(auth, vec![Some(format!("Bearer {KEY}"))]);
+    assert_eq!(app.drafts(pid).await[0].model, "vision-large");
+
+    // A blank key keeps the saved one.
+    let r = post(model_fields(format!("{}/v1", second.url), "")).await;
+    assert_eq!(r.status().as_u16(), 303);
+    fake.set(|f| f.posts.insert(0, FakePost::images(2, &["m2"])));
+    app.start_run_with(&alices).await;
+    app.finished_run_with(&alices, Duration::from_secs(20))
+        .await;
+    let auth = second.state.lock().unwrap().authorization.clone();
+    assert_eq!(
+        auth.last().cloned().flatten(),
+        Some(format!("Bearer {KEY}"))
+    );
+
+    // The key is in no page, no Redis value and not in plain text in the database.
+    for path in ["/admin/settings", "/admin/audit", "/admin"] {
+        let page = app.page(path).await;
+        assert!(!page.contains(KEY), "{path}");
+    }
+    assert!(app.page("/admin/settings").await.contains("A key is set"));
+    fn text(value: &redis::Value) -> String {
+        match value {
+            redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            redis::Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(" "),
+            redis::Value::Map(pairs) => pairs
+                .iter()
+                .map(|(k, v)| format!("{} {}", text(k), text(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            other => format!("{other:?}"),
+        }
+    }
+    let keys = app.redis_keys(&redis.url()).await;
+    assert!(keys.iter().any(|k| k.ends_with("admin:model")), "{keys:?}");
+    for key in keys {
+        let kind = text(&redis.command(&["TYPE", &key]).await);
+        let value = match kind.as_str() {
+            "string" => redis.command(&["GET", &key]).await,
+            "hash" => redis.command(&["HGETALL", &key]).await,
+            _ => continue,
+        };
+        let value = text(&value);
+        assert!(!value.contains(KEY), "{key}: {value}");
+        if key.ends_with("admin:model") {
+            assert!(value.contains("api_key_sealed"), "{value}");
+        }
+    }
+    let mut conn = app.state.db.conn().await.unwrap();
+    let (stored, _) = fedialt::store::admin_settings::get(&mut conn, "model")
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    assert!(!stored.contains(KEY) && stored.contains("api_key_sealed"));
+
+    // Test the model: the saved one answers; an address nobody listens at gives the error.
+    let r = app
+        .post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let page = app.page("/admin/settings").await;
+    assert!(
+        page.contains("answered in") && page.contains("vision-large"),
+        "{page}"
+    );
+    let r = post(model_fields("http://127.0.0.1:1/v1".into(), "")).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = app
+        .post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let page = app.page("/admin/settings").await;
+    assert!(page.contains("failed:"), "{page}");
+    // Ollama, the first model, through the form too.
+    let r = app
+        .post_form(
+            "/admin/settings/model",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("caption_backend", "ollama"),
+                ("caption_base_url", first.url.as_str()),
+                ("caption_model", "llava:7b"),
+                ("caption_timeout_secs", "30"),
+                ("caption_concurrency", "2"),
+                ("caption_api_key", ""),
+                ("clear_api_key", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    app.post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
+        .await;
+    let page = app.page("/admin/settings").await;
+    assert!(
+        page.contains("answered in") && page.contains("No key is set"),
+        "{page}"
+    );
+    let audit = app.page("/admin/audit").await;
+    assert!(
+        audit.contains("model saved")
+            && audit.contains("API key: new key set")
+            && audit.contains("API key: kept"),
+        "{audit}"
+    );
+}
+
 both_databases!(
+    the_model_admins_choose_is_used_at_once_and_its_key_stays_secret,
     the_overview_counts_what_matters,
     defaults_reach_everyone_without_settings,
     admins_cancel_and_retry_anyones_runs,
