@@ -696,9 +696,20 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
         .await
         .contains("comes from the environment"));
 
-    // Saved: the next run's images go to the second model, with the key.
+    // Saved: the next run's images go to the second model, with the key; another app instance
+    // sees it at once.
+    let sibling = spawn_sibling(&app, Options::redis(redis.url())).await;
+    assert!(sibling
+        .page_with(&app.client, "/admin/settings")
+        .await
+        .contains("comes from the environment"));
     let r = post(model_fields(format!("{}/v1", second.url), KEY)).await;
     assert_eq!(r.status().as_u16(), 303);
+    let page = sibling.page_with(&app.client, "/admin/settings").await;
+    assert!(
+        page.contains("vision-large") && page.contains("win over the environment"),
+        "{page}"
+    );
     let alice = app.create_user("alice", "user").await;
     let alices = new_client();
     app.login_with(&alices, "alice", &alice.password).await;
