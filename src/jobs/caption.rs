@@ -842,11 +842,10 @@ impl Worker {
             crate::captioning::images::prepare_blocking(downloaded, inner.config.max_image_pixels)
                 .await
                 .map_err(|e| NotDescribed::Image(e.to_string()))?;
-        let _slot = inner
-            .slots
-            .acquire()
+        let _slot = self
+            .slot()
             .await
-            .map_err(|_| NotDescribed::Image("the worker is stopping".to_owned()))?;
+            .ok_or_else(|| NotDescribed::Image("the worker is stopping".to_owned()))?;
         self.captioner()
             .await
             .describe(&image.jpeg, settings, post_text, language)

@@ -39,6 +39,27 @@ const MAX_ATTEMPTS: i32 = 5;
 /// The PostgreSQL channel a new run is announced on.
 const CHANNEL: &str = "fedialt_jobs";
 
+/// A model-call slot (see `Worker::slot`).
+pub(super) struct Slot<'a> {
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    owed: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(permit) = self.permit.take() {
+            if self
+                .owed
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                permit.forget();
+            }
+        }
+    }
+}
+
 /// The vision model: the one built from the environment at start, and the admins' choice that
 /// replaces it once saved.
 pub struct Model {
@@ -68,6 +89,8 @@ struct Inner {
     model: ModelService,
     /// The model calls this worker makes at once.
     slots: Semaphore,
+    /// Slots a lowered concurrency still has to take away: the next ones released are forgotten.
+    owed: std::sync::atomic::AtomicUsize,
     /// Images this worker holds in memory at once (downloading, waiting for a slot, described).
     images: Semaphore,
     max_runs: usize,
@@ -111,6 +134,7 @@ impl Worker {
                 instances,
                 secrets,
                 slots: Semaphore::new(concurrency),
+                owed: std::sync::atomic::AtomicUsize::new(0),
                 images: Semaphore::new(concurrency * 2),
                 // A run keeps as many images in flight as there are slots, so a few runs keep
                 // every slot busy; a few more let a short run start at once beside long ones.
@@ -229,15 +253,39 @@ impl Worker {
         let built = Arc::new(built);
         let mut guard = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
         if guard.0 != effective.version {
+            use std::sync::atomic::Ordering::SeqCst;
             let (old, new) = (guard.1.concurrency(), built.concurrency());
             if new > old {
-                self.inner.slots.add_permits(new - old);
+                // Pay off what a lowering still owed, then add the rest.
+                let mut more = new - old;
+                while more > 0
+                    && self
+                        .inner
+                        .owed
+                        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    more -= 1;
+                }
+                self.inner.slots.add_permits(more);
             } else if old > new {
-                self.inner.slots.forget_permits(old - new);
+                // Free slots go now; slots in use are taken away as their calls end.
+                let forgotten = self.inner.slots.forget_permits(old - new);
+                self.inner.owed.fetch_add(old - new - forgotten, SeqCst);
             }
             *guard = (effective.version, built);
         }
         guard.1.clone()
+    }
+
+    /// A model-call slot; released into the pool, or forgotten while a lowered concurrency is
+    /// owed. None when the worker is stopping.
+    pub(super) async fn slot(&self) -> Option<Slot<'_>> {
+        let permit = self.inner.slots.acquire().await.ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            owed: &self.inner.owed,
+        })
     }
 
     /// Marks a connection whose token the instance refused, so its pages say so.
@@ -325,4 +373,41 @@ fn listen_for_jobs(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Semaphore;
+
+    use super::Slot;
+
+    #[tokio::test]
+    async fn a_lowered_concurrency_takes_slots_in_use_away_as_they_are_released() {
+        let slots = Semaphore::new(3);
+        let owed = AtomicUsize::new(0);
+        let take = || async {
+            Slot {
+                permit: Some(slots.acquire().await.unwrap()),
+                owed: &owed,
+            }
+        };
+        let first = take().await;
+        let second = take().await;
+        // Down from 3 to 1 while two calls are going: the free slot goes now, one is owed.
+        let forgotten = slots.forget_permits(2);
+        owed.fetch_add(2 - forgotten, Ordering::SeqCst);
+        assert_eq!(
+            (slots.available_permits(), owed.load(Ordering::SeqCst)),
+            (0, 1)
+        );
+        drop(first);
+        assert_eq!(
+            (slots.available_permits(), owed.load(Ordering::SeqCst)),
+            (0, 0)
+        );
+        drop(second);
+        assert_eq!(slots.available_permits(), 1, "one call at once from now on");
+    }
 }

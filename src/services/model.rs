@@ -136,10 +136,16 @@ impl ModelService {
             base_url: url::Url::parse(&model.base_url)
                 .unwrap_or_else(|_| self.env.base_url.clone()),
             model: model.model.clone(),
-            api_key: model
-                .api_key_sealed
-                .as_deref()
-                .and_then(|sealed| self.secrets.open(API_KEY, sealed).ok()),
+            api_key: model.api_key_sealed.as_deref().and_then(|sealed| {
+                let opened = self.secrets.open(API_KEY, sealed).ok();
+                if opened.is_none() {
+                    tracing::warn!(
+                        "the saved model API key cannot be opened (was FEDIALT_SECRET_KEY \
+                         changed?); calls go without a key until an admin saves one again"
+                    );
+                }
+                opened
+            }),
             timeout: Duration::from_secs(model.timeout_secs.max(1)),
             concurrency: model.concurrency.max(1),
         };
@@ -163,9 +169,19 @@ impl ModelService {
                     })?),
                     "new key set",
                 ),
-                (None, false) => match current.saved.and_then(|s| s.api_key_sealed) {
-                    Some(kept) => (Some(kept), "kept"),
-                    None => (None, "none"),
+                (None, false) => match (current.saved, &self.env.api_key) {
+                    (Some(saved), _) => match saved.api_key_sealed {
+                        Some(kept) => (Some(kept), "kept"),
+                        None => (None, "none"),
+                    },
+                    // The first save keeps the environment's key (the page said one is set).
+                    (None, Some(env_key)) => (
+                        Some(self.secrets.seal(API_KEY, env_key.expose()).map_err(|_| {
+                            StoreError::Unavailable("could not seal the API key".into())
+                        })?),
+                        "kept (from the environment)",
+                    ),
+                    (None, None) => (None, "none"),
                 },
             };
         let saved = SavedModel {

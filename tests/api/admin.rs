@@ -634,7 +634,7 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
     let first = FakeModel::start().await;
     let second = FakeModel::start().await;
     let redis = RedisServer::start().await;
-    let mut options = Options::redis(redis.url());
+    let mut options = Options::redis(redis.url()).with("CAPTION_API_KEY", "env-key-0123456789");
     let mut env = first.env();
     env.append(&mut options.env);
     options.env = env;
@@ -703,6 +703,24 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
         .page_with(&app.client, "/admin/settings")
         .await
         .contains("comes from the environment"));
+    // Credentials in the address are refused (they belong in the sealed key field).
+    let r = post(model_fields(
+        "http://user:pass@127.0.0.1:9/v1?k=1".into(),
+        "",
+    ))
+    .await;
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("must not hold a user, password"));
+    // The first save with the key field empty keeps the environment's key.
+    let r = post(model_fields(format!("{}/v1", first.url), "")).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let audit = app.page("/admin/audit").await;
+    assert!(audit.contains("kept (from the environment)"), "{audit}");
+    assert!(app.page("/admin/settings").await.contains("A key is set"));
     let r = post(model_fields(format!("{}/v1", second.url), KEY)).await;
     assert_eq!(r.status().as_u16(), 303);
     let page = sibling.page_with(&app.client, "/admin/settings").await;
@@ -783,24 +801,28 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
     drop(conn);
     assert!(!stored.contains(KEY) && stored.contains("api_key_sealed"));
 
-    // Test the model: the saved one answers; an address nobody listens at gives the error.
+    // Test the model: the saved one answers (a long answer in any script is shown whole); an
+    // address nobody listens at gives the error.
+    let long = "静かな通りの写真。".repeat(45);
+    second.set(|m| m.answer = long.clone());
     let r = app
         .post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
         .await;
-    assert_eq!(r.status().as_u16(), 303);
-    let page = app.page("/admin/settings").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
     assert!(
-        page.contains("answered in") && page.contains("vision-large"),
+        page.contains("The model answered in") && page.contains("vision-large"),
         "{page}"
     );
+    assert!(page.contains("静かな通りの写真。"));
     let r = post(model_fields("http://127.0.0.1:1/v1".into(), "")).await;
     assert_eq!(r.status().as_u16(), 303);
     let r = app
         .post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
         .await;
-    assert_eq!(r.status().as_u16(), 303);
-    let page = app.page("/admin/settings").await;
-    assert!(page.contains("failed:"), "{page}");
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("The model test failed"), "{page}");
     // Ollama, the first model, through the form too.
     let r = app
         .post_form(
@@ -818,11 +840,14 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
         )
         .await;
     assert_eq!(r.status().as_u16(), 303);
-    app.post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
-        .await;
-    let page = app.page("/admin/settings").await;
+    let page = app
+        .post_form("/admin/settings/model/test", &[("csrf_token", &csrf)])
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
-        page.contains("answered in") && page.contains("No key is set"),
+        page.contains("The model answered in") && page.contains("No key is set"),
         "{page}"
     );
     let audit = app.page("/admin/audit").await;

@@ -60,6 +60,32 @@ async fn render(
         Some(model) => model,
         None => model_values(state).await?,
     };
+    render_inner(
+        state,
+        admin,
+        flashes,
+        status,
+        values,
+        errors,
+        model,
+        model_errors,
+        None,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render_inner(
+    state: &AppState,
+    admin: &AdminUser,
+    flashes: Option<&IncomingFlashMessages>,
+    status: StatusCode,
+    values: &RawSettings,
+    errors: &[FieldError],
+    model: ModelValues,
+    model_errors: &[FieldError],
+    test: Option<serde_json::Value>,
+) -> Result<HttpResponse, AppError> {
     let model_error_map: serde_json::Map<String, serde_json::Value> = model_errors
         .iter()
         .map(|(f, m)| ((*f).to_owned(), m.clone().into()))
@@ -100,6 +126,7 @@ async fn render(
         )
         .with("reprocess_error", &error_of("reprocess_existing"))
         .with("model", &model)
+        .with("test", &test)
         .with("model_errors", &model_error_map)
         .with_errors(&all_errors)
         .render_status(&state.templates, status, "admin/settings.html")
@@ -202,14 +229,33 @@ fn check_model(form: &ModelForm) -> Result<NewModel, Vec<FieldError>> {
     };
     let base_url = url::Url::parse(form.caption_base_url.trim())
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-    if base_url.is_none() {
-        errors.push((
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.as_str().len() <= 500
+        });
+    match &base_url {
+        None => errors.push((
             "caption_base_url",
-            "Address: must be an http:// or https:// address, such as http://127.0.0.1:11434 \
-             (Ollama) or https://api.example.com/v1 (OpenAI-compatible)."
+            "Address: must be an http:// or https:// address of at most 500 characters, such as \
+             http://127.0.0.1:11434 (Ollama) or https://api.example.com/v1 (OpenAI-compatible)."
                 .into(),
-        ));
+        )),
+        // Credentials belong in the API key field (sealed), not in an address that is shown.
+        Some(u)
+            if !u.username().is_empty()
+                || u.password().is_some()
+                || u.query().is_some()
+                || u.fragment().is_some() =>
+        {
+            errors.push((
+                "caption_base_url",
+                "Address: must not hold a user, password, query or fragment; put a key in the API \
+                 key field."
+                    .into(),
+            ))
+        }
+        Some(_) => {}
     }
     let model = form.caption_model.trim();
     if model.is_empty()
@@ -336,8 +382,9 @@ fn test_image() -> Option<Vec<u8>> {
         .map(|p| p.jpeg)
 }
 
-/// POST /admin/settings/model/test: the saved model describes a small built-in image; the answer
-/// and the time, or the exact error (never a 500).
+/// POST /admin/settings/model/test: the saved model describes a small built-in image; the page
+/// shows the answer and the time, or the exact error (never a 500). Rendered in the answer, not
+/// kept in a flash cookie: a long answer in any script fits.
 pub async fn test_model(
     admin: AdminUser,
     state: web::Data<AppState>,
@@ -351,17 +398,19 @@ pub async fn test_model(
         effective.config.base_url,
         effective.config.model
     );
-    let limit = effective.config.timeout * 3 + std::time::Duration::from_secs(5);
+    // The model's own timeout and tries, but never more than two minutes for a test.
+    let limit = (effective.config.timeout * 3 + std::time::Duration::from_secs(5))
+        .min(std::time::Duration::from_secs(120));
+    let started = std::time::Instant::now();
     let outcome = match (
         crate::captioning::Captioner::new(effective.config),
         test_image(),
     ) {
         (Ok(captioner), Some(image)) => {
-            let started = std::time::Instant::now();
             let settings = crate::domain::CaptionSettings::defaults();
             match tokio::time::timeout(limit, captioner.describe(&image, &settings, "", None)).await
             {
-                Ok(Ok(text)) => Ok((text, started.elapsed())),
+                Ok(Ok(text)) => Ok(text),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
             }
@@ -369,13 +418,33 @@ pub async fn test_model(
         (Err(e), _) => Err(format!("the model's HTTP client could not be built: {e}")),
         (_, None) => Err("the test image could not be made".into()),
     };
-    match outcome {
-        Ok((text, took)) => FlashMessage::success(format!(
-            "{where_} answered in {:.1} s: “{text}”",
-            took.as_secs_f64()
-        ))
-        .send(),
-        Err(reason) => FlashMessage::error(format!("{where_} failed: {reason}")).send(),
-    }
-    Ok(see_other("/admin/settings"))
+    let test = serde_json::json!({
+        "ok": outcome.is_ok(),
+        "model": where_,
+        "seconds": format!("{:.1}", started.elapsed().as_secs_f64()),
+        "text": match &outcome { Ok(t) | Err(t) => t.clone() },
+    });
+    let defaults = state.settings.defaults().await?;
+    render_with_test(&state, &admin, &RawSettings::from_settings(&defaults), test).await
+}
+
+async fn render_with_test(
+    state: &AppState,
+    admin: &AdminUser,
+    values: &RawSettings,
+    test: serde_json::Value,
+) -> Result<HttpResponse, AppError> {
+    let model = model_values(state).await?;
+    render_inner(
+        state,
+        admin,
+        None,
+        StatusCode::OK,
+        values,
+        &[],
+        model,
+        &[],
+        Some(test),
+    )
+    .await
 }
