@@ -214,6 +214,40 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
             .as_u16(),
         200
     );
+    // An admin saves a model API key and tests the model (it fails: nobody listens there).
+    let model_key = "sk-never-in-a-log-5b1e";
+    let page = client
+        .get(format!("{base}/admin/settings"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_from(&page);
+    let saved = client
+        .post(format!("{base}/admin/settings/model"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("caption_backend", "openai"),
+            ("caption_base_url", "http://127.0.0.1:1/v1"),
+            ("caption_model", "vision"),
+            ("caption_timeout_secs", "2"),
+            ("caption_concurrency", "1"),
+            ("caption_api_key", model_key),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status().as_u16(), 303);
+    let tested = client
+        .post(format!("{base}/admin/settings/model/test"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tested.status().as_u16(), 200);
+    assert!(!tested.text().await.unwrap().contains(model_key));
 
     let (status, logs) = app.stop().await;
     assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
@@ -229,6 +263,7 @@ async fn serve_logs_no_secrets_and_stops_on_sigterm() {
         key.trim(),
         token.as_str(),
         "oauth-code-secret",
+        model_key,
     ] {
         assert!(!logs.contains(secret), "a secret reached the log");
     }
