@@ -23,6 +23,9 @@ use crate::state::AppState;
 use crate::store::drafts::{self, DraftRow};
 use crate::web::page::Page;
 
+/// A description limit when the connection's is unknown (Mastodon's default).
+const DEFAULT_LIMIT: usize = 1500;
+
 /// The post's text shown beside a draft, in characters.
 const POST_TEXT_SHOWN: usize = 300;
 
@@ -275,6 +278,49 @@ fn scripted(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
+/// The description limit of one of the person's connections, from the cached platform record
+/// (no SQL when warm: the status endpoint is polled while drafts go out).
+async fn limit_of(
+    state: &AppState,
+    user: &CurrentUser,
+    platform_id: i64,
+) -> Result<usize, AppError> {
+    Ok(state
+        .platforms
+        .get_platform_by_id(PlatformId(platform_id), user.uid)
+        .await?
+        .and_then(|p| usize::try_from(p.description_limit).ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(DEFAULT_LIMIT))
+}
+
+/// Drafts' HTML for a script, each with its own connection's limit.
+async fn drafts_json(
+    state: &AppState,
+    user: &CurrentUser,
+    rows: &[DraftRow],
+    back: &Back,
+    refused: impl Fn(i64) -> Option<String>,
+) -> Result<Vec<serde_json::Value>, AppError> {
+    let mut limits = std::collections::HashMap::new();
+    let mut list = Vec::with_capacity(rows.len());
+    for row in rows {
+        let limit = match limits.get(&row.platform_id) {
+            Some(limit) => *limit,
+            None => {
+                let limit = limit_of(state, user, row.platform_id).await?;
+                limits.insert(row.platform_id, limit);
+                limit
+            }
+        };
+        list.push(serde_json::json!({
+            "id": row.id, "state": row.state, "refused": refused(row.id),
+            "html": draft_html(state, user, &view(row), limit, back)?
+        }));
+    }
+    Ok(list)
+}
+
 /// One draft's HTML, as the queue page shows it.
 fn draft_html(
     state: &AppState,
@@ -313,15 +359,11 @@ async fn answer(
     match result {
         Ok(row) => {
             if json_wanted {
-                let limit = state
-                    .review
-                    .draft(user.uid, id)
-                    .await?
-                    .map_or(1500, |(_, l)| l);
-                let html = draft_html(state, user, &view(&row), limit, back)?;
+                let drafts =
+                    drafts_json(state, user, std::slice::from_ref(&row), back, |_| None).await?;
                 return Ok(json(
                     StatusCode::OK,
-                    serde_json::json!({"message": done, "drafts": [{"id": row.id, "state": row.state, "html": html}]}),
+                    serde_json::json!({"message": done, "drafts": drafts}),
                 ));
             }
             FlashMessage::success(done).send();
@@ -584,23 +626,14 @@ pub async fn bulk(
         message.push_str(" fedialt is publishing the approved descriptions.");
     }
     if json_wanted {
-        let limit = state
-            .review
-            .draft(user.uid, DraftId(ids[0]))
-            .await?
-            .map_or(1500, |(_, l)| l);
         let now = state.review.states(user.uid, &ids).await?;
-        let mut list = Vec::with_capacity(now.len());
-        for row in &now {
-            let refused = results.iter().find_map(|(d, r)| match r {
-                Err(Refused::State(m) | Refused::Invalid(m)) if d.id == row.id => Some(m.clone()),
+        let list = drafts_json(&state, &user, &now, &back, |id| {
+            results.iter().find_map(|(d, r)| match r {
+                Err(Refused::State(m) | Refused::Invalid(m)) if d.id == id => Some(m.clone()),
                 _ => None,
-            });
-            list.push(serde_json::json!({
-                "id": row.id, "state": row.state, "refused": refused,
-                "html": draft_html(&state, &user, &view(row), limit, &back)?
-            }));
-        }
+            })
+        })
+        .await?;
         return Ok(json(
             StatusCode::OK,
             serde_json::json!({"message": message, "drafts": list}),
@@ -636,21 +669,7 @@ pub async fn status(
         .collect();
     let back = Back::parse(query.state.as_deref(), query.page.as_deref());
     let rows = state.review.states(user.uid, &ids).await?;
-    let limit = match rows.first() {
-        Some(row) => state
-            .review
-            .draft(user.uid, DraftId(row.id))
-            .await?
-            .map_or(1500, |(_, l)| l),
-        None => 1500,
-    };
-    let mut list = Vec::with_capacity(rows.len());
-    for row in &rows {
-        list.push(serde_json::json!({
-            "id": row.id, "state": row.state,
-            "html": draft_html(&state, &user, &view(row), limit, &back)?
-        }));
-    }
+    let list = drafts_json(&state, &user, &rows, &back, |_| None).await?;
     Ok(json(StatusCode::OK, serde_json::json!({"drafts": list})))
 }
 

@@ -859,7 +859,60 @@ async fn the_model_admins_choose_is_used_at_once_and_its_key_stays_secret(b: Bac
     );
 }
 
+/// With Redis unreachable the model is saved in the database and the next run uses it.
+async fn the_model_is_saved_and_used_with_redis_unreachable(b: Backend) {
+    use crate::fakes::instance::{FakePost, Flavor};
+    use crate::fakes::model::FakeModel;
+    use crate::services::BlackHole;
+    let first = FakeModel::start().await;
+    let second = FakeModel::start().await;
+    let hole = BlackHole::start().await;
+    let mut options = Options::redis(hole.url());
+    let mut env = first.env();
+    env.append(&mut options.env);
+    options.env = env;
+    let (app, _admin) = admin_app(b, options).await;
+    let csrf = app.csrf().await;
+    let started = std::time::Instant::now();
+    let r = app
+        .post_form(
+            "/admin/settings/model",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("caption_backend", "ollama"),
+                ("caption_base_url", second.url.as_str()),
+                ("caption_model", "llava:34b"),
+                ("caption_timeout_secs", "30"),
+                ("caption_concurrency", "2"),
+                ("caption_api_key", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(app.page("/admin/settings").await.contains("llava:34b"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no stall on a dead Redis"
+    );
+    let alice = app.create_user("alice", "user").await;
+    let alices = new_client();
+    app.login_with(&alices, "alice", &alice.password).await;
+    let (fake, pid) = app
+        .connect_flavor_with(&alices, "alice", Flavor::Mastodon)
+        .await;
+    fake.set(|f| f.posts = vec![FakePost::images(1, &["m1"])]);
+    app.set_run_settings(&alices, 50, "0", false).await;
+    app.start_run_with(&alices).await;
+    let status = app
+        .finished_run_with(&alices, Duration::from_secs(20))
+        .await;
+    assert_eq!(status["drafts_made"], 1, "{status}");
+    assert_eq!((first.calls("m1"), second.calls("m1")), (0, 1));
+    assert_eq!(app.drafts(pid).await[0].model, "llava:34b");
+}
+
 both_databases!(
+    the_model_is_saved_and_used_with_redis_unreachable,
     the_model_admins_choose_is_used_at_once_and_its_key_stays_secret,
     the_overview_counts_what_matters,
     defaults_reach_everyone_without_settings,
