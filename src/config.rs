@@ -142,6 +142,8 @@ pub struct Config {
     pub job_lease: Duration,
     /// How often an idle worker looks for runs without being woken.
     pub job_poll: Duration,
+    /// How often a watched account without a working stream (Pixelfed) is checked for new posts.
+    pub watch_poll: Duration,
     /// HTTP worker threads (FEDIALT_WORKERS; default: the number of cores).
     pub http_workers: usize,
     pub allow_private_network: bool,
@@ -309,6 +311,13 @@ impl Config {
             secret_key,
             worker: parse_bool(&get, "FEDIALT_WORKER", true)?,
             job_poll: Duration::from_secs(parse_num(&get, "FEDIALT_JOB_POLL_SECS", 2, 1, 3600)?),
+            watch_poll: Duration::from_secs(parse_num(
+                &get,
+                "FEDIALT_WATCH_POLL_SECS",
+                300,
+                1,
+                24 * 3600,
+            )?),
             job_lease: Duration::from_secs(parse_num(&get, "FEDIALT_JOB_LEASE_SECS", 30, 1, 3600)?),
             http_workers: parse_num(
                 &get,

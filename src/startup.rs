@@ -138,9 +138,10 @@ impl Application {
                 cache.clone(),
                 PlatformManager::new(db.clone(), cache.clone()),
             ),
+            watches: crate::services::watch::WatchService::new(db.clone(), cache.clone()),
             instances,
             secrets: secrets.clone(),
-            review: crate::services::review::ReviewService::new(db.clone(), runs.wake.clone()),
+            review: crate::services::review::ReviewService::new(db.clone(), &runs),
             model: crate::services::model::ModelService::new(
                 db.clone(),
                 cache.clone(),
@@ -239,10 +240,15 @@ fn build_worker(
     let instances = instance_client(config)?;
     let captioner = Captioner::new(config.caption.clone())
         .context("could not build the model's HTTP client")?;
+    let platforms = PlatformManager::new(db.clone(), cache.clone());
     Ok(Worker::new(
         db.clone(),
-        runs.on(db.clone()),
-        PlatformManager::new(db.clone(), cache.clone()),
+        crate::jobs::Services {
+            runs: runs.on(db.clone()),
+            platforms: platforms.clone(),
+            settings: SettingsManager::new(db.clone(), cache.clone(), platforms),
+            watches: crate::services::watch::WatchService::new(db.clone(), cache.clone()),
+        },
         instances,
         secrets.clone(),
         crate::jobs::Model {
@@ -257,6 +263,7 @@ fn build_worker(
         WorkerConfig {
             lease: config.job_lease,
             poll: config.job_poll,
+            watch_poll: config.watch_poll,
             max_image_bytes: config.max_image_bytes,
             max_image_pixels: config.max_image_pixels,
         },

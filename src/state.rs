@@ -50,6 +50,8 @@ pub struct AppState {
     pub passwords: crate::auth::password::PasswordChecks,
     pub platforms: PlatformManager,
     pub settings: SettingsManager,
+    /// Whether each connection is watched for new posts (the person's settings, what was seen).
+    pub watches: crate::services::watch::WatchService,
     pub runs: RunService,
     pub review: crate::services::review::ReviewService,
     /// The vision model admins choose (over the environment's).
@@ -61,6 +63,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// How many of the person's drafts wait for review (the navigation's count); None when it
+    /// cannot be read now (the page goes on without it).
+    pub async fn waiting(&self, user: crate::domain::UserId) -> Option<i64> {
+        self.runs.waiting.get(user).await.ok()
+    }
+
     /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest address in
     /// X-Forwarded-For that is not itself a trusted proxy.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {

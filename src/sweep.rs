@@ -1,5 +1,5 @@
 //! Housekeeping: expired sessions, old throttle counters, OAuth connections started but never
-//! answered, finished runs past their retention, and publishing jobs long done. (Outbox rows are not swept: each stays until Redis has it.)
+//! answered, finished runs past their retention, publishing jobs and new-post jobs long done. (Outbox rows are not swept: each stays until Redis has it.)
 
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub async fn sweep_once(db: &Db) -> Result<(usize, usize), StoreError> {
     store::oauth_pending::delete_older_than(&mut conn, now - 10 * 60).await?;
     store::runs::delete_finished_before(&mut conn, now - RUN_RETENTION.as_secs() as i64).await?;
     store::publish::delete_done_before(&mut conn, now - RUN_RETENTION.as_secs() as i64).await?;
+    store::post_jobs::delete_finished_before(&mut conn, now - RUN_RETENTION.as_secs() as i64)
+        .await?;
     Ok((sessions, throttles))
 }
 

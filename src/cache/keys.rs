@@ -16,16 +16,22 @@ pub enum Kind {
     Throttle,
     /// System-wide settings admins save (the caption defaults).
     Admin,
+    /// Whether a connection is watched for new posts, and what its watcher last saw.
+    Watch,
+    /// How many of a person's drafts wait for review (the navigation's count).
+    Waiting,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Session,
         Kind::Platform,
         Kind::Settings,
         Kind::Progress,
         Kind::Throttle,
         Kind::Admin,
+        Kind::Watch,
+        Kind::Waiting,
     ];
 
     pub fn label(self) -> &'static str {
@@ -36,6 +42,8 @@ impl Kind {
             Kind::Progress => "progress",
             Kind::Throttle => "throttle",
             Kind::Admin => "admin",
+            Kind::Watch => "watch",
+            Kind::Waiting => "waiting",
         }
     }
 
@@ -82,6 +90,16 @@ impl Key {
         Key::of(Kind::Admin, name)
     }
 
+    /// A connection's watch: its two settings and what its watcher last saw.
+    pub fn watch(platform_id: PlatformId) -> Key {
+        Key::of(Kind::Watch, &platform_id.to_string())
+    }
+
+    /// How many of a person's drafts wait for review.
+    pub fn waiting(user_id: UserId) -> Key {
+        Key::of(Kind::Waiting, &user_id.to_string())
+    }
+
     pub fn throttle(scope: &str) -> Key {
         Key::of(Kind::Throttle, scope)
     }
@@ -115,6 +133,8 @@ impl Key {
             Kind::Progress => "progress",
             Kind::Throttle => "throttle",
             Kind::Admin => "admin",
+            Kind::Watch => "watch",
+            Kind::Waiting => "waiting",
         };
         format!("{segment}:{}", self.ident)
     }
@@ -142,6 +162,8 @@ mod tests {
             Key::settings(PlatformId(9)),
             Key::progress(PlatformId(11)),
             Key::throttle("pair:alice|10.0.0.1"),
+            Key::watch(PlatformId(13)),
+            Key::waiting(UserId(17)),
         ];
         for key in keys {
             let back = Key::from_parts(key.kind().label(), key.ident()).unwrap();

@@ -55,12 +55,12 @@ pub enum RedisStatus {
 /// Counters for /metrics and for tests that count round trips.
 #[derive(Default)]
 pub struct CacheStats {
-    pub hits: [AtomicU64; 6],
+    pub hits: [AtomicU64; 8],
     /// The part of `hits` served from process memory (the near cache).
-    pub near_hits: [AtomicU64; 6],
-    pub misses: [AtomicU64; 6],
-    pub fallbacks: [AtomicU64; 6],
-    pub outbox_retries: [AtomicU64; 6],
+    pub near_hits: [AtomicU64; 8],
+    pub misses: [AtomicU64; 8],
+    pub fallbacks: [AtomicU64; 8],
+    pub outbox_retries: [AtomicU64; 8],
     pub commands: AtomicU64,
     pub round_trips: AtomicU64,
     pub breaker_trips: AtomicU64,

@@ -76,7 +76,7 @@ impl Stop {
 }
 
 /// Why an image got no description.
-enum NotDescribed {
+pub(super) enum NotDescribed {
     /// This image: kept as a failed draft with the reason, and the run goes on.
     Image(String),
     /// The model server is away: the run waits and goes on later; the image is not marked.
@@ -107,7 +107,7 @@ struct Answer {
 }
 
 /// What a post asks of the run.
-enum Plan {
+pub(super) enum Plan {
     /// Every image that needs a description has a draft of fedialt's (from an earlier run): ground
     /// covered before, read past without counting.
     Covered,
@@ -117,7 +117,7 @@ enum Plan {
     Work { wanted: Vec<Media>, skipped: i32 },
 }
 
-fn plan_post(
+pub(super) fn plan_post(
     status: &Status,
     existing: &HashMap<String, DraftRow>,
     settings: &CaptionSettings,
@@ -167,7 +167,7 @@ fn plan_post(
 
 /// Whether post id `a` is older than `b`. Mastodon's ids are numbers in text (longer is newer);
 /// others (GoToSocial's ULIDs) sort as text.
-fn older(a: &str, b: &str) -> bool {
+pub(super) fn older(a: &str, b: &str) -> bool {
     id_key(a) < id_key(b)
 }
 
@@ -818,7 +818,7 @@ impl Worker {
         self.captioner().await.model().to_owned()
     }
 
-    async fn describe_image(
+    pub(super) async fn describe_image(
         &self,
         url: &str,
         settings: &CaptionSettings,

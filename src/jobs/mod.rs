@@ -23,10 +23,13 @@ use crate::platforms::InstanceClient;
 use crate::services::model::ModelService;
 use crate::services::platforms::PlatformManager;
 use crate::services::runs::RunService;
+use crate::services::settings::SettingsManager;
+use crate::services::watch::WatchService;
 use crate::store::{self, Db};
 
 mod caption;
 mod publish;
+mod watching;
 
 /// Posts a worker publishes at once (each a few instance calls).
 const MAX_PUBLISHING: usize = 4;
@@ -60,6 +63,14 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// The services a worker writes through (each keeps its cached copy in step).
+pub struct Services {
+    pub runs: RunService,
+    pub platforms: PlatformManager,
+    pub settings: SettingsManager,
+    pub watches: WatchService,
+}
+
 /// The vision model: the one built from the environment at start, and the admins' choice that
 /// replaces it once saved.
 pub struct Model {
@@ -72,6 +83,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often an idle worker looks for work without being woken.
     pub poll: Duration,
+    /// How often a watched account without a working stream is checked for new posts.
+    pub watch_poll: Duration,
     pub max_image_bytes: u64,
     pub max_image_pixels: u64,
 }
@@ -81,6 +94,10 @@ struct Inner {
     db: Db,
     runs: RunService,
     platforms: PlatformManager,
+    settings: SettingsManager,
+    watches: WatchService,
+    /// Wakes the watch keeper (a person turned watching on).
+    watch_wake: tokio::sync::Notify,
     instances: InstanceClient,
     secrets: SecretBox,
     /// The model in use and the version of the admins' choice it was built from (0: the
@@ -107,8 +124,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         db: Db,
-        runs: RunService,
-        platforms: PlatformManager,
+        services: Services,
         instances: InstanceClient,
         secrets: SecretBox,
         model: Model,
@@ -118,6 +134,12 @@ impl Worker {
             initial: captioner,
             chosen: model,
         } = model;
+        let Services {
+            runs,
+            platforms,
+            settings,
+            watches,
+        } = services;
         let concurrency = captioner.concurrency();
         let id = format!(
             "{}-{}-{:08x}",
@@ -131,6 +153,9 @@ impl Worker {
                 db,
                 runs,
                 platforms,
+                settings,
+                watches,
+                watch_wake: tokio::sync::Notify::new(),
                 instances,
                 secrets,
                 slots: Semaphore::new(concurrency),
@@ -160,6 +185,8 @@ impl Worker {
         );
         let mut tasks = JoinSet::new();
         let mut publishing = JoinSet::new();
+        let mut posts = JoinSet::new();
+        let watching = tokio::spawn(self.clone().watch_accounts(shutdown.clone()));
         tracing::info!(worker = %self.inner.id, "worker started");
         loop {
             while publishing.len() < MAX_PUBLISHING {
@@ -170,6 +197,18 @@ impl Worker {
                     Ok(None) => break,
                     Err(error) => {
                         tracing::debug!(error = %error, "could not look for posts to publish");
+                        break;
+                    }
+                }
+            }
+            while posts.len() < self.inner.max_runs {
+                match self.claim_post().await {
+                    Ok(Some(job)) => {
+                        posts.spawn(self.clone().draft_post(job));
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "could not look for new posts to draft");
                         break;
                     }
                 }
@@ -193,10 +232,14 @@ impl Worker {
                 }
             }
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = wake.notified() => {
+                    // Maybe a person turned watching on: the watch keeper looks now.
+                    self.inner.watch_wake.notify_one();
+                }
                 _ = tokio::time::sleep(self.inner.config.poll) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 Some(_) = publishing.join_next(), if !publishing.is_empty() => {}
+                Some(_) = posts.join_next(), if !posts.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -205,6 +248,10 @@ impl Worker {
         // Publishing is a few calls with timeouts: let them end (a job cut short is safe, but
         // finishing it spares the instance a re-check).
         while publishing.join_next().await.is_some() {}
+        // A post's drafts are committed at its end: let those near it finish (the others' leases
+        // run out and another worker drafts them).
+        while posts.join_next().await.is_some() {}
+        let _ = watching.await;
         tracing::info!(worker = %self.inner.id, "worker stopped");
     }
 

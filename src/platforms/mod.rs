@@ -6,5 +6,6 @@ pub mod connect;
 pub mod guard;
 pub mod publish;
 pub mod statuses;
+pub mod stream;
 
 pub use client::{InstanceClient, PlatformError};

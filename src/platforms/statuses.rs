@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::{classify, InstanceClient, PlatformError};
 use crate::config::Secret;
@@ -23,7 +23,7 @@ const MAX_POST_TEXT: usize = 5000;
 /// When an instance says to wait without saying how long.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Media {
     pub id: String,
     /// image, video, gifv, audio or unknown.
@@ -46,9 +46,15 @@ impl Media {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub id: String,
+    /// The author's account id (a home stream carries other people's posts too).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// When it was posted (seconds), when the instance said in a form we read.
+    #[serde(default)]
+    pub created_at: Option<i64>,
     pub url: String,
     /// The post's text, without its HTML.
     pub text: String,
@@ -66,12 +72,17 @@ pub struct Page {
     pub pause: Option<Duration>,
 }
 
-/// Where to read from: the start of the timeline, a Link address, or older than a post.
+/// Where to read from: the start of the timeline, a Link address, older than a post, or the posts
+/// newer than `since` (and older than `below`, for the next page of them).
 #[derive(Clone, Debug)]
 pub enum Cursor {
     Start,
     Link(String),
     OlderThan(String),
+    Newer {
+        since: String,
+        below: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +121,15 @@ struct RawStatus {
     reblog: Option<serde_json::Value>,
     #[serde(default)]
     media_attachments: Vec<RawMedia>,
+    #[serde(default)]
+    account: Option<RawAccount>,
+    #[serde(default)]
+    created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAccount {
+    id: serde_json::Value,
 }
 
 /// An address from the instance that is shown on our pages (a link, an image): only http(s), at
@@ -158,6 +178,15 @@ impl RawStatus {
             .collect();
         Some(Status {
             id,
+            account_id: self.account.and_then(|a| id_text(&a.id)),
+            created_at: self.created_at.as_deref().and_then(|t| {
+                time::OffsetDateTime::parse(
+                    t.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(|t| t.unix_timestamp())
+            }),
             url: match web_url(self.url) {
                 url if url.is_empty() => web_url(self.uri),
                 url => url,
@@ -174,6 +203,13 @@ impl RawStatus {
             media,
         })
     }
+}
+
+/// A status as a stream event carries it (JSON); None when it is not one we can read.
+pub fn parse_status(json: &str) -> Option<Status> {
+    serde_json::from_str::<RawStatus>(json)
+        .ok()
+        .and_then(RawStatus::into_status)
 }
 
 /// A post's HTML as plain text: line breaks for <br> and paragraph ends, tags dropped, the common
@@ -322,8 +358,17 @@ impl InstanceClient {
                     .append_pair("only_media", "true")
                     .append_pair("exclude_reblogs", "true")
                     .append_pair("limit", &PAGE_SIZE.to_string());
-                if let Cursor::OlderThan(id) = cursor {
-                    url.query_pairs_mut().append_pair("max_id", id);
+                match cursor {
+                    Cursor::OlderThan(id) => {
+                        url.query_pairs_mut().append_pair("max_id", id);
+                    }
+                    Cursor::Newer { since, below } => {
+                        url.query_pairs_mut().append_pair("since_id", since);
+                        if let Some(below) = below {
+                            url.query_pairs_mut().append_pair("max_id", below);
+                        }
+                    }
+                    _ => {}
                 }
                 url.to_string()
             }

@@ -107,6 +107,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/platforms/{id}/rename",
             web::post().to(platforms::actions::rename),
         )
+        .route(
+            "/platforms/{id}/watch",
+            web::post().to(platforms::actions::watch),
+        )
         .service(
             web::resource("/platforms/{id}/delete")
                 .route(web::get().to(platforms::delete::confirm))

@@ -216,6 +216,7 @@ async fn render_queue(
     };
     let refused_id = refused.as_ref().map(|(id, _, _, _)| *id);
     let mut page = Page::new(&title, Some(user), flashes)
+        .with("waiting", &state.waiting(user.uid).await)
         .with("selectable", &selectable)
         .with("refused_id", &refused_id)
         .with("account", &platform.handle())
@@ -726,6 +727,7 @@ pub async fn history(
         })
         .collect();
     Page::new("Published descriptions", Some(&user), Some(&flashes))
+        .with("waiting", &state.waiting(user.uid).await)
         .with("items", &items)
         .with("page", &page)
         .with("more", &more)

@@ -80,6 +80,7 @@ pub async fn list(
         .map(|r| item(r, &accounts))
         .collect();
     Page::new("Runs", Some(&user), Some(&flashes))
+        .with("waiting", &state.waiting(user.uid).await)
         .with("runs", &runs)
         .with("has_accounts", &!accounts.is_empty())
         .render(&state.templates, "runs/list.html")
@@ -106,6 +107,7 @@ pub async fn show(
     let accounts: HashMap<i64, String> = list.iter().map(|p| (p.id.get(), p.handle())).collect();
     let run = item(&row, &accounts);
     Page::new(&format!("Run {}", row.id), Some(&user), Some(&flashes))
+        .with("waiting", &state.waiting(user.uid).await)
         .with("run", &run)
         .with("current_platform", &current.map(|p| p.get()))
         .with(

@@ -7,3 +7,5 @@ pub mod review;
 pub mod runs;
 pub mod settings;
 pub mod versioned;
+pub mod waiting;
+pub mod watch;

@@ -137,6 +137,7 @@ pub struct Queue {
 pub struct ReviewService {
     db: Db,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    waiting: super::waiting::Waiting,
     pub regenerating: Regenerating,
 }
 
@@ -186,10 +187,12 @@ impl Regenerating {
 }
 
 impl ReviewService {
-    pub fn new(db: Db, wake: std::sync::Arc<tokio::sync::Notify>) -> ReviewService {
+    /// `runs` lends its wake-up (publishing is the worker's) and the navigation's count.
+    pub fn new(db: Db, runs: &super::runs::RunService) -> ReviewService {
         ReviewService {
             db,
-            wake,
+            wake: runs.wake.clone(),
+            waiting: runs.waiting.clone(),
             regenerating: Regenerating::default(),
         }
     }
@@ -286,6 +289,7 @@ impl ReviewService {
         drop(conn);
         match changed {
             Some(row) => {
+                self.waiting.changed(user).await;
                 if publish {
                     self.wake.notify_one();
                     crate::jobs::signal_new_job(&self.db).await;

@@ -161,12 +161,15 @@ pub struct RunService {
     pub stops: StopSignals,
     /// Wakes this process's worker when a run is queued here.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The navigation's count of drafts waiting for review (a new draft changes it).
+    pub waiting: super::waiting::Waiting,
 }
 
 impl RunService {
     pub fn new(db: Db, cache: Cache) -> RunService {
         RunService {
-            progress: Versioned::new(db.clone(), cache, Kind::Progress),
+            progress: Versioned::new(db.clone(), cache.clone(), Kind::Progress),
+            waiting: super::waiting::Waiting::new(db.clone(), cache),
             db,
             stops: StopSignals::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -178,6 +181,7 @@ impl RunService {
     pub fn on(&self, db: Db) -> RunService {
         RunService {
             progress: Versioned::new(db.clone(), self.progress.cache().clone(), Kind::Progress),
+            waiting: super::waiting::Waiting::new(db.clone(), self.progress.cache().clone()),
             db,
             stops: self.stops.clone(),
             wake: self.wake.clone(),
@@ -363,30 +367,36 @@ impl RunService {
         draft: NewDraft,
     ) -> Result<Option<RunRow>, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| {
-            Box::pin(async move {
-                // The run first: on PostgreSQL this locks its row, so a worker that lost the
-                // lease meanwhile writes nothing.
-                let held = Progress::default();
-                if store::runs::advance(conn, run.get(), &owner, &held)
-                    .await?
-                    .is_none()
-                {
-                    return Ok(None);
-                }
-                // A draft kept (a person edited or approved it meanwhile) is not counted.
-                let stored = store::drafts::put(conn, &draft).await?;
-                let failed = draft.state == store::drafts::GENERATION_FAILED;
-                let progress = Progress {
-                    images_found: i32::from(stored),
-                    drafts_made: i32::from(stored && !failed),
-                    images_failed: i32::from(stored && failed),
-                    ..Progress::default()
-                };
-                store::runs::advance(conn, run.get(), &owner, &progress).await
+        let user = UserId(draft.user_id);
+        let written = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    // The run first: on PostgreSQL this locks its row, so a worker that lost the
+                    // lease meanwhile writes nothing.
+                    let held = Progress::default();
+                    if store::runs::advance(conn, run.get(), &owner, &held)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(None);
+                    }
+                    // A draft kept (a person edited or approved it meanwhile) is not counted.
+                    let stored = store::drafts::put(conn, &draft).await?;
+                    let failed = draft.state == store::drafts::GENERATION_FAILED;
+                    let progress = Progress {
+                        images_found: i32::from(stored),
+                        drafts_made: i32::from(stored && !failed),
+                        images_failed: i32::from(stored && failed),
+                        ..Progress::default()
+                    };
+                    store::runs::advance(conn, run.get(), &owner, &progress).await
+                })
             })
-        })
-        .await
+            .await;
+        if matches!(written, Ok(Some(_))) {
+            self.waiting.changed(user).await;
+        }
+        written
     }
 
     pub async fn finish(

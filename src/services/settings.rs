@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::platforms::{PlatformManager, PlatformRecord};
 use super::runs::{RunService, RunStatus};
 use super::versioned::{Lookup, Put, Versioned, Written};
+use super::watch::{WatchService, WatchState};
 use crate::cache::keys::{self, Key};
 use crate::cache::{Cache, Kind};
 use crate::domain::{CaptionSettings, PlatformId, UserId};
@@ -79,6 +80,10 @@ pub struct CaptionView {
     pub settings: UserSettings,
     /// The current or last run of the connection, when the caller asked for it.
     pub run: Option<RunStatus>,
+    /// Whether the connection is watched for new posts, with the run.
+    pub watch: Option<WatchState>,
+    /// How many of the person's drafts wait for review (None when it could not be read).
+    pub waiting: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -86,6 +91,8 @@ pub struct SettingsManager {
     settings: Versioned<Cached>,
     defaults: Versioned<CachedDefaults>,
     platforms: PlatformManager,
+    watches: WatchService,
+    waiting: super::waiting::Waiting,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +120,9 @@ impl SettingsManager {
     pub fn new(db: Db, cache: Cache, platforms: PlatformManager) -> SettingsManager {
         SettingsManager {
             settings: Versioned::new(db.clone(), cache.clone(), Kind::Settings),
-            defaults: Versioned::new(db, cache.clone(), Kind::Admin),
+            defaults: Versioned::new(db.clone(), cache.clone(), Kind::Admin),
+            watches: WatchService::new(db.clone(), cache.clone()),
+            waiting: super::waiting::Waiting::new(db, cache.clone()),
             platforms,
         }
     }
@@ -286,6 +295,8 @@ impl SettingsManager {
         runs: Option<&RunService>,
     ) -> Result<Option<CaptionView>, StoreError> {
         let (mut platforms, mut saved, mut run, mut defaults) = (None, None, None, None);
+        let mut watch = None;
+        let mut waiting = None;
         if let Some(pid) = chosen {
             let mut wanted = vec![
                 Key::platforms(user_id),
@@ -294,10 +305,17 @@ impl SettingsManager {
             ];
             if runs.is_some() {
                 wanted.push(Key::progress(pid));
+                wanted.push(Key::watch(pid));
             }
+            wanted.push(Key::waiting(user_id));
             match self.settings.cache().get_entries(&wanted).await {
                 Ok(mut entries) => {
+                    waiting = self.waiting.decode(entries.pop().flatten());
                     if let Some(runs) = runs {
+                        watch = self
+                            .watches
+                            .decode(entries.pop().flatten())
+                            .map(|state| (pid, state));
                         run = runs
                             .decode(entries.pop().flatten(), user_id)
                             .map(|status| (pid, status));
@@ -315,8 +333,10 @@ impl SettingsManager {
                     self.settings.cache().stats().fallback(Kind::Platform);
                     self.settings.cache().stats().fallback(Kind::Settings);
                     self.settings.cache().stats().fallback(Kind::Admin);
+                    self.settings.cache().stats().fallback(Kind::Waiting);
                     if runs.is_some() {
                         self.settings.cache().stats().fallback(Kind::Progress);
+                        self.settings.cache().stats().fallback(Kind::Watch);
                     }
                 }
             }
@@ -346,6 +366,19 @@ impl SettingsManager {
             }
             (Some(runs), _) => Some(runs.status(user_id, current.id).await?),
         };
+        let watch = match (runs, watch) {
+            (None, _) => None,
+            (Some(_), Some((pid, state))) if pid == current.id => Some(state),
+            (Some(_), _) if Some(current.id) == chosen => {
+                Some(self.watches.load(current.id).await?)
+            }
+            (Some(_), _) => Some(self.watches.get(current.id).await?),
+        };
+        let waiting = match waiting {
+            Some(n) => Some(n),
+            None if chosen.is_some() => self.waiting.load(user_id).await.ok(),
+            None => self.waiting.get(user_id).await.ok(),
+        };
         // The defaults matter only to a connection without its own settings.
         let defaults = match (&saved, defaults) {
             (Some(_), _) => CaptionSettings::defaults(),
@@ -358,6 +391,8 @@ impl SettingsManager {
             current,
             settings,
             run,
+            watch,
+            waiting,
         }))
     }
 }

@@ -388,3 +388,67 @@ pub async fn count_in_state(conn: &mut Conn, state: &str) -> Result<i64, StoreEr
         .get_result(c)
         .await)?)
 }
+
+/// A post deleted on the instance: its drafts nobody decided on (pending, or failed to draft)
+/// go; a person's decisions stay (their history).
+pub async fn drop_undecided_of_post(
+    conn: &mut Conn,
+    platform_id: i64,
+    status_id: &str,
+) -> Result<usize, StoreError> {
+    Ok(run!(conn, |c| diesel::delete(
+        cd::table
+            .filter(cd::platform_id.eq(platform_id))
+            .filter(cd::status_id.eq(status_id))
+            .filter(cd::state.eq_any([PENDING, GENERATION_FAILED]))
+            .filter(cd::edited.eq(false))
+    )
+    .execute(c)
+    .await)?)
+}
+
+/// Approves drafts as they were made, for a connection that publishes without review: only
+/// those still pending and unedited (a person's change since wins). Returns how many.
+pub async fn approve_unreviewed(conn: &mut Conn, ids: &[i64]) -> Result<usize, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(run!(conn, |c| diesel::update(
+        cd::table
+            .filter(cd::id.eq_any(ids))
+            .filter(cd::state.eq(PENDING))
+            .filter(cd::edited.eq(false))
+    )
+    .set((
+        cd::state.eq(APPROVED),
+        cd::updated_at.eq(now()),
+        cd::version.eq(cd::version + 1),
+    ))
+    .execute(c)
+    .await)?)
+}
+
+/// The drafts of one post of a connection.
+pub async fn of_post(
+    conn: &mut Conn,
+    platform_id: i64,
+    status_id: &str,
+) -> Result<Vec<DraftRow>, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::platform_id.eq(platform_id))
+        .filter(cd::status_id.eq(status_id))
+        .order(cd::id.asc())
+        .select(DraftRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// How many of a person's drafts wait for review (the navigation's count).
+pub async fn waiting_for(conn: &mut Conn, user_id: i64) -> Result<i64, StoreError> {
+    Ok(run!(conn, |c| cd::table
+        .filter(cd::user_id.eq(user_id))
+        .filter(cd::state.eq(PENDING))
+        .count()
+        .get_result(c)
+        .await)?)
+}

@@ -25,12 +25,14 @@ pub mod oauth_apps;
 pub mod oauth_pending;
 pub mod outbox;
 pub mod platforms;
+pub mod post_jobs;
 pub mod publish;
 pub mod runs;
 pub mod schema;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
+pub mod watches;
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;

@@ -215,6 +215,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    watches (platform_id) {
+        platform_id -> BigInt,
+        user_id -> BigInt,
+        enabled -> Bool,
+        auto_publish -> Bool,
+        enabled_at -> Nullable<BigInt>,
+        last_status_id -> Nullable<Text>,
+        last_status_url -> Nullable<Text>,
+        last_post_at -> Nullable<BigInt>,
+        mode -> Nullable<Text>,
+        problem -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> Nullable<BigInt>,
+        version -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    post_jobs (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        platform_id -> BigInt,
+        status_id -> Text,
+        status_json -> Text,
+        state -> Text,
+        attempts -> Integer,
+        run_after -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(caption_settings -> platform_connections (platform_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -226,5 +263,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     caption_jobs,
     caption_drafts,
     publish_jobs,
+    watches,
+    post_jobs,
     platform_connections
 );

@@ -21,3 +21,4 @@ mod redis_resilience;
 mod review;
 mod runs;
 mod services;
+mod watching;

@@ -893,7 +893,7 @@ async fn queue_run_without_instance(app: &TestApp, user_id: i64, account: &str) 
 }
 
 /// The real binary (`fedialt worker` or `serve`) with exactly this environment, quiet.
-fn fedialt_process(command: &str, env: Vec<(String, String)>) -> std::process::Child {
+pub(crate) fn fedialt_process(command: &str, env: Vec<(String, String)>) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_fedialt"))
         .arg(command)
         .env_clear()
@@ -905,7 +905,7 @@ fn fedialt_process(command: &str, env: Vec<(String, String)>) -> std::process::C
         .unwrap()
 }
 
-fn tempdir_for_worker() -> std::path::PathBuf {
+pub(crate) fn tempdir_for_worker() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fedialt-worker-{}", random_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -968,7 +968,11 @@ async fn a_stopping_server_puts_its_run_back_in_the_queue() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn worker_env(app: &TestApp, model: &FakeModel, dir: &std::path::Path) -> Vec<(String, String)> {
+pub(crate) fn worker_env(
+    app: &TestApp,
+    model: &FakeModel,
+    dir: &std::path::Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = model.env();
     env.extend([
         ("DATABASE_URL".to_owned(), app.db.url.clone()),

@@ -72,6 +72,7 @@ pub async fn render(
             })
             .collect();
     Page::new("Your account", Some(user), flashes)
+        .with("waiting", &state.waiting(user.uid).await)
         .with("sessions", &sessions)
         .with_errors(errors)
         .render_status(&state.templates, status, "account/index.html")

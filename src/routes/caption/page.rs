@@ -22,12 +22,14 @@ pub async fn show(
     let view = view_or_redirect(&state, &session, user.uid, true).await?;
     let s = &view.settings.settings;
     let run = view.run.clone().unwrap_or_else(RunStatus::none);
+    let watch = view.watch.clone().unwrap_or_default();
     let bar_max = if run.state == "none" {
         s.max_posts_per_run as i32
     } else {
         run.posts_limit.max(1)
     };
     Page::new("Caption generation", Some(&user), Some(&flashes))
+        .with("waiting", &view.waiting)
         .with("state_text", &state_text(&run.state))
         .with("worker_here", &state.config.worker)
         .with("active", &run.is_active())
@@ -40,6 +42,16 @@ pub async fn show(
         .with("settings", s)
         .with("saved", &view.settings.saved)
         .with("delay", &format_seconds(s.processing_delay))
+        .with("watch", &watch)
+        .with(
+            "watch_since",
+            &watch.since.map(crate::web::when).unwrap_or_default(),
+        )
+        .with(
+            "last_post",
+            &watch.last_post_at.map(crate::web::when).unwrap_or_default(),
+        )
+        .with("poll_every", &every(state.config.watch_poll))
         .render(&state.templates, "caption/generation.html")
 }
 
@@ -65,5 +77,16 @@ pub fn format_seconds(seconds: f64) -> String {
         format!("{text} second")
     } else {
         format!("{text} seconds")
+    }
+}
+
+/// "5 minutes", "30 seconds": how often a polled account is checked.
+fn every(interval: std::time::Duration) -> String {
+    let secs = interval.as_secs();
+    match secs {
+        60 => "minute".into(),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        1 => "second".into(),
+        s => format!("{s} seconds"),
     }
 }

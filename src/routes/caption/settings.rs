@@ -58,6 +58,7 @@ fn render(
         })
         .collect();
     Page::new("Caption settings", Some(user), flashes)
+        .with("waiting", &view.waiting)
         .with("platform", &view.current)
         .with("handle", &view.current.handle())
         .with("fields", &fields)

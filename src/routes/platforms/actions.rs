@@ -111,3 +111,74 @@ pub async fn rename(
     FlashMessage::success(format!("Renamed to {shown}.")).send();
     Ok(see_other("/platforms"))
 }
+
+#[derive(Deserialize)]
+pub struct WatchForm {
+    #[serde(default)]
+    csrf_token: String,
+    /// Checkboxes: present ("on") when ticked, absent when not.
+    watch: Option<String>,
+    auto_publish: Option<String>,
+}
+
+/// A checkbox's value: absent is off; browsers send "on" (scripts may send true/1/off/false/0).
+fn checkbox(field: &str, value: Option<&str>) -> Result<bool, String> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("off" | "false" | "0" | "") => Ok(false),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some(_) => Err(format!(
+            "{field} is a checkbox: send it as \"on\" when ticked and leave it out when not"
+        )),
+    }
+}
+
+/// POST /platforms/{id}/watch: whether new posts of the connection get drafts on their own, and
+/// whether those are published without review.
+pub async fn watch(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    path: web::Path<PlatformId>,
+    form: web::Form<WatchForm>,
+) -> Result<HttpResponse, AppError> {
+    user.check_csrf(&form.csrf_token)?;
+    let id = path.into_inner();
+    let platform = super::owned(&state, &user, id).await?;
+    let parsed = checkbox("Watch for new posts", form.watch.as_deref()).and_then(|watch| {
+        checkbox(
+            "Publish drafts without review",
+            form.auto_publish.as_deref(),
+        )
+        .map(|auto| (watch, auto))
+    });
+    let (watch, auto_publish) = match parsed {
+        Ok(both) => both,
+        Err(message) => {
+            FlashMessage::error(format!("{message}; nothing was changed.")).send();
+            return Ok(see_other("/platforms"));
+        }
+    };
+    let before = state.watches.get(id).await?;
+    let saved = state
+        .watches
+        .save(user.uid, id, watch, auto_publish)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if saved.enabled && !before.enabled {
+        // A worker takes the account up at once (this process's, or another's through the
+        // database's notification).
+        state.runs.wake.notify_one();
+        crate::jobs::signal_new_job(&state.db).await;
+    }
+    let handle = platform.handle();
+    let words = match (saved.enabled, saved.auto_publish) {
+        (false, _) => format!("{handle} is not watched: new posts get drafts only from runs you start."),
+        (true, false) => format!(
+            "Watching {handle}: new posts with undescribed images get drafts, which wait for your review."
+        ),
+        (true, true) => format!(
+            "Watching {handle}: descriptions of new posts are published without review."
+        ),
+    };
+    FlashMessage::success(words).send();
+    Ok(see_other("/platforms"))
+}

@@ -21,6 +21,7 @@ pub async fn confirm(
 ) -> Result<HttpResponse, AppError> {
     let platform = super::owned(&state, &user, path.into_inner()).await?;
     Page::new("Remove an account", Some(&user), Some(&flashes))
+        .with("waiting", &state.waiting(user.uid).await)
         .with("platform", &platform)
         .with("handle", &platform.handle())
         .render(&state.templates, "platforms/delete.html")

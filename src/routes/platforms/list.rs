@@ -21,6 +21,9 @@ struct Line {
     is_default: bool,
     is_current: bool,
     needs_reauth: bool,
+    watch: crate::services::watch::WatchState,
+    watch_since: String,
+    last_post: String,
 }
 
 /// What the add form shows again after a refused submission (never the token).
@@ -44,9 +47,12 @@ pub async fn render(
 ) -> Result<HttpResponse, AppError> {
     let list = state.platforms.list(user.uid).await?;
     let current = pick_current(&list, session).map(|p| p.id);
+    let ids: Vec<crate::domain::PlatformId> = list.iter().map(|p| p.id).collect();
+    let watches = state.watches.many(&ids).await?;
     let lines: Vec<Line> = list
         .iter()
-        .map(|p| Line {
+        .zip(watches)
+        .map(|(p, watch)| Line {
             id: p.id,
             name: p.name.clone(),
             instance_url: p.instance_url.clone(),
@@ -56,9 +62,13 @@ pub async fn render(
             is_default: p.is_default,
             is_current: Some(p.id) == current,
             needs_reauth: p.needs_reauth,
+            watch_since: watch.since.map(crate::web::when).unwrap_or_default(),
+            last_post: watch.last_post_at.map(crate::web::when).unwrap_or_default(),
+            watch,
         })
         .collect();
     Page::new("Connected accounts", Some(user), flashes)
+        .with("waiting", &state.waiting(user.uid).await)
         .with("platforms", &lines)
         .with("form", form)
         .with_errors(errors)

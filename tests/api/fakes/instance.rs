@@ -93,6 +93,20 @@ pub struct FakeState {
     pub rate_limited: usize,
     /// GET /api/v1/statuses/:id/source answers without its `text` field.
     pub source_without_text: bool,
+    /// Open user streams: the account id each was opened for, and where its events go.
+    pub streams: Vec<(String, tokio::sync::mpsc::UnboundedSender<web::Bytes>)>,
+    /// Streams opened (a reconnect is another).
+    pub stream_opens: usize,
+    /// The next stream requests answer with this status instead (a 429 with Retry-After 1).
+    pub stream_refusals: std::collections::VecDeque<u16>,
+    /// The heartbeat comment's interval on open streams.
+    pub heartbeat: std::time::Duration,
+    /// Whether this instance streams at all (Pixelfed does not).
+    pub streaming: bool,
+    /// Where the API's address lives for the stream (set by `start`): the v2 instance names it.
+    pub streaming_url: Option<String>,
+    /// The API's own address (media links in streamed posts point there).
+    pub api_base: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +129,10 @@ pub struct FakePost {
     pub reblog: bool,
     pub reply: bool,
     pub media: Vec<FakeMedia>,
+    /// RFC 3339; posts made before a test began default to an old date.
+    pub created_at: String,
+    /// The author's account id; None: the account asking (or streamed to).
+    pub author: Option<String>,
 }
 
 impl FakePost {
@@ -129,6 +147,8 @@ impl FakePost {
             language: Some("en".into()),
             reblog: false,
             reply: false,
+            created_at: "2026-11-01T10:00:00.000Z".into(),
+            author: None,
             media: media
                 .iter()
                 .map(|m| FakeMedia {
@@ -170,12 +190,19 @@ pub struct FakeInstance {
     pub flavor: Flavor,
     pub state: Arc<Mutex<FakeState>>,
     server: actix_web::dev::ServerHandle,
+    streaming: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Drop for FakeInstance {
     fn drop(&mut self) {
         let handle = self.server.clone();
-        tokio::spawn(async move { handle.stop(false).await });
+        let streaming = self.streaming.clone();
+        tokio::spawn(async move {
+            handle.stop(false).await;
+            if let Some(streaming) = streaming {
+                streaming.stop(false).await;
+            }
+        });
     }
 }
 
@@ -192,6 +219,8 @@ impl FakeInstance {
                 None
             },
             page_size: 40,
+            heartbeat: std::time::Duration::from_secs(15),
+            streaming: flavor == Flavor::Mastodon,
             ..FakeState::default()
         }));
         let shared = web::Data::new(Shared {
@@ -227,6 +256,33 @@ impl FakeInstance {
         .run();
         let handle = server.handle();
         tokio::spawn(server);
+        // Mastodon's streaming API on a host of its own, as large instances run it.
+        let streaming = if flavor == Flavor::Mastodon {
+            let shared = web::Data::new(Shared {
+                flavor,
+                state: state.clone(),
+            });
+            let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+            let stream_port = listener.local_addr().unwrap().port();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(shared.clone())
+                    .route("/api/v1/streaming/user", web::get().to(user_stream))
+                    .default_service(web::to(fallback))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+            let stream_handle = server.handle();
+            tokio::spawn(server);
+            state.lock().unwrap().streaming_url = Some(format!("ws://{ip}:{stream_port}"));
+            Some(stream_handle)
+        } else {
+            None
+        };
+        state.lock().unwrap().api_base = format!("http://{ip}:{port}");
         FakeInstance {
             url: format!("http://{ip}:{port}"),
             host: format!("{ip}:{port}"),
@@ -234,6 +290,7 @@ impl FakeInstance {
             flavor,
             state,
             server: handle,
+            streaming,
         }
     }
 
@@ -254,6 +311,54 @@ impl FakeInstance {
 
     pub fn set(&self, f: impl FnOnce(&mut FakeState)) {
         f(&mut self.state.lock().unwrap());
+    }
+
+    /// The person posts: the post goes on top of the timeline, and every open stream gets its
+    /// `update` event.
+    pub fn publish_post(&self, post: FakePost) {
+        let mut state = self.state.lock().unwrap();
+        state.posts.insert(0, post.clone());
+        state.posts.sort_by_key(|p| std::cmp::Reverse(p.id));
+        broadcast_post(&mut state, "update", &post);
+    }
+
+    /// The person edits a post on the instance: the timeline has the new version, and every
+    /// open stream gets a `status.update` event.
+    pub fn publish_post_as_edit(&self, post: FakePost) {
+        let mut state = self.state.lock().unwrap();
+        state.posts.retain(|p| p.id != post.id);
+        state.posts.insert(0, post.clone());
+        state.posts.sort_by_key(|p| std::cmp::Reverse(p.id));
+        broadcast_post(&mut state, "status.update", &post);
+    }
+
+    /// A post made while nobody listens (no stream event): the timeline alone has it.
+    pub fn add_post_quietly(&self, post: FakePost) {
+        let mut state = self.state.lock().unwrap();
+        state.posts.insert(0, post);
+        state.posts.sort_by_key(|p| std::cmp::Reverse(p.id));
+    }
+
+    /// The person deletes a post: gone from the timeline, and a `delete` event.
+    pub fn delete_post(&self, id: u64) {
+        let mut state = self.state.lock().unwrap();
+        state.posts.retain(|p| p.id != id);
+        let event = web::Bytes::from(format!("event: delete\ndata: {id}\n\n"));
+        state
+            .streams
+            .retain(|(_, tx)| tx.send(event.clone()).is_ok());
+    }
+
+    /// Ends every open stream (the streaming server restarted, a proxy cut it).
+    pub fn drop_streams(&self) {
+        self.state.lock().unwrap().streams.clear();
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        let mut state = self.state.lock().unwrap();
+        state.streams.retain(|(_, tx)| !tx.is_closed());
+        state.streams.len()
     }
 }
 
@@ -297,11 +402,15 @@ async fn instance_v1(shared: web::Data<Shared>, req: HttpRequest) -> HttpRespons
 
 async fn instance_v2(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
     let host = req.connection_info().host().to_owned();
-    let limit = shared.state.lock().unwrap().description_limit;
+    let (limit, streaming) = {
+        let state = shared.state.lock().unwrap();
+        (state.description_limit, state.streaming_url.clone())
+    };
     match (shared.flavor, limit) {
         (Flavor::Mastodon, Some(limit)) => HttpResponse::Ok().json(json!({
             "domain": host, "title": "Fake Mastodon", "version": "4.3.2",
             "configuration": {
+                "urls": {"streaming": streaming},
                 "statuses": {"max_characters": 500, "max_media_attachments": 4},
                 "media_attachments": {"description_limit": limit, "image_size_limit": 16777216}
             }
@@ -477,12 +586,24 @@ struct StatusesQuery {
     #[serde(default)]
     max_id: Option<u64>,
     #[serde(default)]
+    since_id: Option<u64>,
+    #[serde(default)]
     only_media: Option<bool>,
     #[serde(default)]
     exclude_reblogs: Option<bool>,
 }
 
 fn post_json(base: &str, username: &str, post: &FakePost) -> serde_json::Value {
+    post_json_as(base, username, "", post)
+}
+
+/// A post as the API serves it, its author `account_id` unless the post names another.
+fn post_json_as(
+    base: &str,
+    username: &str,
+    account_id: &str,
+    post: &FakePost,
+) -> serde_json::Value {
     let media: Vec<serde_json::Value> = post
         .media
         .iter()
@@ -500,9 +621,11 @@ fn post_json(base: &str, username: &str, post: &FakePost) -> serde_json::Value {
             })
         })
         .collect();
+    let author = post.author.clone().unwrap_or_else(|| account_id.to_owned());
     let url = format!("{base}/@{username}/{}", post.id);
     let status = json!({
-        "id": post.id.to_string(), "created_at": "2026-11-01T10:00:00.000Z",
+        "id": post.id.to_string(), "created_at": post.created_at,
+        "account": {"id": author, "username": username, "acct": username},
         "in_reply_to_id": if post.reply { json!("1") } else { json!(null) },
         "in_reply_to_account_id": null, "sensitive": post.sensitive, "spoiler_text": post.spoiler_text,
         "visibility": "public", "language": post.language, "uri": url.clone(), "url": url,
@@ -577,6 +700,7 @@ async fn statuses(
         .posts
         .iter()
         .filter(|p| state.ignore_max_id || query.max_id.is_none_or(|max| p.id < max))
+        .filter(|p| query.since_id.is_none_or(|since| p.id > since))
         .filter(|p| !(exclude_reblogs && p.reblog))
         .filter(|p| !only_media || !p.media.is_empty())
         .take(limit)
@@ -584,7 +708,7 @@ async fn statuses(
         .collect();
     let mut body: Vec<serde_json::Value> = page
         .iter()
-        .map(|p| post_json(&base, &account.username, p))
+        .map(|p| post_json_as(&base, &account.username, &account.id, p))
         .collect();
     if state.ascending_pages {
         body.reverse();
@@ -863,6 +987,7 @@ async fn edit_status(
     post.media = media;
     state.posts[index] = post.clone();
     state.edits += 1;
+    broadcast_post(&mut state, "status.update", &post);
     if state.edit_then_fail > 0 {
         state.edit_then_fail -= 1;
         return HttpResponse::InternalServerError()
@@ -931,4 +1056,58 @@ async fn update_media(
         return HttpResponse::InternalServerError().json(json!({"error": "Server error"}));
     }
     with_headers(HttpResponse::Ok(), headers).json(answer)
+}
+
+/// Sends a post event to every open stream (each as its account sees it).
+fn broadcast_post(state: &mut FakeState, event: &str, post: &FakePost) {
+    let base = state.api_base.clone();
+    let username = state
+        .accounts
+        .values()
+        .next()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
+    state.streams.retain(|(account_id, tx)| {
+        let json = post_json_as(&base, &username, account_id, post);
+        let frame = format!("event: {event}\ndata: {json}\n\n");
+        tx.send(web::Bytes::from(frame)).is_ok()
+    });
+}
+
+/// GET /api/v1/streaming/user on the streaming host: server-sent events with Mastodon's event
+/// names and payloads (the payload of update and status.update is the status as JSON text, of
+/// delete the id), heartbeat comments between them.
+async fn user_stream(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    let mut state = shared.state.lock().unwrap();
+    if !state.streaming {
+        return not_found();
+    }
+    let Some(account) = bearer(&req).and_then(|t| state.accounts.get(&t).cloned()) else {
+        return HttpResponse::Unauthorized().json(json!({"error": "Error: Invalid access token"}));
+    };
+    if let Some(status) = state.stream_refusals.pop_front() {
+        let mut response =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+        if status == 429 {
+            response.insert_header(("Retry-After", "1"));
+        }
+        return response.json(json!({"error": format!("Fake failure {status}")}));
+    }
+    state.stream_opens += 1;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<web::Bytes>();
+    // Mastodon greets a new stream with a comment.
+    let _ = tx.send(web::Bytes::from_static(b":)\n"));
+    state.streams.push((account.id.clone(), tx));
+    let mut tick = tokio::time::interval(state.heartbeat);
+    tick.reset();
+    let body = futures_util::stream::unfold((rx, tick), |(mut rx, mut tick)| async move {
+        tokio::select! {
+            message = rx.recv() => message.map(|bytes| (Ok::<_, actix_web::Error>(bytes), (rx, tick))),
+            _ = tick.tick() => Some((Ok(web::Bytes::from_static(b":thump\n")), (rx, tick))),
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-store"))
+        .streaming(body)
 }

@@ -1,0 +1,2 @@
+DROP TABLE post_jobs;
+DROP TABLE watches;
