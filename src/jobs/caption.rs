@@ -165,23 +165,7 @@ pub(super) fn plan_post(
     }
 }
 
-/// Whether post id `a` is older than `b`. Mastodon's ids are numbers in text (longer is newer);
-/// others (GoToSocial's ULIDs) sort as text.
-pub(super) fn older(a: &str, b: &str) -> bool {
-    id_key(a) < id_key(b)
-}
-
-/// A total order of ids: numbers by value (their text without leading zeros, by length, then
-/// digits), then any other text as text. An instance mixing both cannot make a run go round.
-fn id_key(id: &str) -> (bool, usize, &str) {
-    let numeric = !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit());
-    if numeric {
-        let digits = id.trim_start_matches('0');
-        (false, digits.len(), digits)
-    } else {
-        (true, 0, id)
-    }
-}
+pub(super) use crate::platforms::statuses::older;
 
 impl Worker {
     /// Carries out a claimed run to its end, or until it is stopped, and records how it ended.

@@ -244,6 +244,9 @@ impl Worker {
             }
         }
         self.inner.runs.stops.stop_all();
+        // The watchers stop at once and give their accounts back (before the waits below, which
+        // may outlast the process's grace period).
+        let _ = watching.await;
         while tasks.join_next().await.is_some() {}
         // Publishing is a few calls with timeouts: let them end (a job cut short is safe, but
         // finishing it spares the instance a re-check).
@@ -251,7 +254,6 @@ impl Worker {
         // A post's drafts are committed at its end: let those near it finish (the others' leases
         // run out and another worker drafts them).
         while posts.join_next().await.is_some() {}
-        let _ = watching.await;
         tracing::info!(worker = %self.inner.id, "worker stopped");
     }
 

@@ -151,7 +151,9 @@ impl Worker {
         let mut next_renewal = Instant::now() + renew_every;
         loop {
             if held.is_empty() {
+                // Nothing to renew: the clock starts with the first account taken up.
                 renewed = Instant::now();
+                next_renewal = renewed + renew_every;
             } else if Instant::now() >= next_renewal {
                 next_renewal = Instant::now() + renew_every;
                 match self.renew_watches().await {

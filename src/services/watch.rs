@@ -121,12 +121,14 @@ impl WatchService {
     }
 
     /// Saves the person's two settings for their connection; None when it is not theirs.
+    /// `start_after`: when turning watching on, the account's newest post now.
     pub async fn save(
         &self,
         user_id: UserId,
         platform_id: PlatformId,
         enabled: bool,
         auto_publish: bool,
+        start_after: Option<String>,
     ) -> Result<Option<WatchState>, StoreError> {
         self.cached
             .write(move |conn| {
@@ -143,6 +145,7 @@ impl WatchService {
                         user_id.get(),
                         enabled,
                         auto_publish,
+                        start_after.as_deref(),
                     )
                     .await?;
                     Ok(Written {

@@ -38,12 +38,13 @@ pub struct WatchRow {
 
 #[derive(Insertable)]
 #[diesel(table_name = w)]
-struct NewWatch {
+struct NewWatch<'a> {
     platform_id: i64,
     user_id: i64,
     enabled: bool,
     auto_publish: bool,
     enabled_at: Option<i64>,
+    last_status_id: Option<&'a str>,
     version: i64,
     updated_at: i64,
 }
@@ -58,14 +59,16 @@ pub async fn get(conn: &mut Conn, platform_id: i64) -> Result<Option<WatchRow>, 
 }
 
 /// Saves the person's two settings; returns the row as it now is. Turning watching on starts it
-/// afresh (posts from now on: no cursor, no old problem); turning it off frees the account from
-/// its worker.
+/// afresh: the posts after `start_after` (the account's newest when it was turned on; None when
+/// the instance could not say: then those made since `enabled_at`), no old problem. Turning it
+/// off frees the account from its worker.
 pub async fn save_settings(
     conn: &mut Conn,
     platform_id: i64,
     user_id: i64,
     enabled: bool,
     auto_publish: bool,
+    start_after: Option<&str>,
 ) -> Result<WatchRow, StoreError> {
     let now = now();
     let old = get(conn, platform_id).await?;
@@ -77,6 +80,7 @@ pub async fn save_settings(
                 enabled,
                 auto_publish,
                 enabled_at: enabled.then_some(now),
+                last_status_id: start_after.filter(|_| enabled),
                 version: 1,
                 updated_at: now,
             };
@@ -94,7 +98,7 @@ pub async fn save_settings(
                         w::enabled.eq(true),
                         w::auto_publish.eq(auto_publish),
                         w::enabled_at.eq(Some(now)),
-                        w::last_status_id.eq(None::<String>),
+                        w::last_status_id.eq(start_after),
                         w::last_status_url.eq(None::<String>),
                         w::last_post_at.eq(None::<i64>),
                         w::mode.eq(None::<String>),

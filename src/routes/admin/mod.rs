@@ -28,6 +28,8 @@ struct Overview {
     running: i64,
     failed: i64,
     drafts_waiting: i64,
+    watched: i64,
+    new_posts_queued: i64,
     database: &'static str,
     redis: &'static str,
     redis_used: bool,
@@ -48,6 +50,8 @@ pub async fn index(
     let connections = store::platforms::count(&mut conn).await?;
     let runs = store::runs::counts(&mut conn).await?;
     let drafts_waiting = store::drafts::count_in_state(&mut conn, store::drafts::PENDING).await?;
+    let watched = store::watches::count_enabled(&mut conn).await?;
+    let new_posts_queued = store::post_jobs::count_queued(&mut conn).await?;
     drop(conn);
     let run_count = |s: &str| runs.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
     let stats = state.cache.stats();
@@ -67,6 +71,8 @@ pub async fn index(
         running: run_count("running"),
         failed: run_count("failed"),
         drafts_waiting,
+        watched,
+        new_posts_queued,
         // This page read the database just now.
         database: "ok",
         redis_used: state.cache.status() != RedisStatus::Disabled,

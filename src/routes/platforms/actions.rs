@@ -158,9 +158,14 @@ pub async fn watch(
         }
     };
     let before = state.watches.get(id).await?;
+    let start_after = if watch && !before.enabled {
+        newest_post(&state, &user, id).await
+    } else {
+        None
+    };
     let saved = state
         .watches
-        .save(user.uid, id, watch, auto_publish)
+        .save(user.uid, id, watch, auto_publish, start_after)
         .await?
         .ok_or(AppError::NotFound)?;
     if saved.enabled && !before.enabled {
@@ -181,4 +186,41 @@ pub async fn watch(
     };
     FlashMessage::success(words).send();
     Ok(see_other("/platforms"))
+}
+
+/// The account's newest post now, so that watching takes the posts after it: "0" when it has none
+/// (every post that appears is new); None when the instance could not say within a few seconds
+/// (the watcher then takes the posts dated from when watching was turned on).
+async fn newest_post(state: &AppState, user: &CurrentUser, id: PlatformId) -> Option<String> {
+    use crate::platforms::statuses::{older, Cursor};
+    let row = {
+        let mut conn = state.db.conn().await.ok()?;
+        store::platforms::owned(&mut conn, id.get(), user.uid.get())
+            .await
+            .ok()??
+    };
+    let instance = crate::domain::InstanceUrl::parse(&row.instance_url, |_| true).ok()?;
+    let token = state
+        .secrets
+        .open(
+            &crate::crypto::token_binding(crate::crypto::ACCESS_TOKEN, row.id, row.user_id),
+            &row.access_token_enc,
+        )
+        .ok()?;
+    let page = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state
+            .instances
+            .statuses(&instance, &token, &row.account_id, &Cursor::Start),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(
+        page.statuses
+            .into_iter()
+            .map(|s| s.id)
+            .reduce(|a, b| if older(&a, &b) { b } else { a })
+            .unwrap_or_else(|| "0".to_owned()),
+    )
 }
