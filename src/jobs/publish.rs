@@ -103,50 +103,54 @@ impl Worker {
         let _ = keeper.await;
         let recorded = async {
             let mut conn = self.inner.db.conn().await?;
-            match outcome {
-                Ok(()) => {
-                    store::publish::finish(&mut conn, job.id, &owner, job.requested).await?;
-                }
-                Err(Stop::Paused(wait)) => {
-                    let until = store::now() + (wait.as_secs_f64().ceil() as i64).max(1);
-                    if store::publish::pause(&mut conn, job.id, &owner, until).await? {
-                        drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
-                            .await?;
+            // One transaction: the job's end and its drafts' states change together (a page
+            // never sees the job waiting while its drafts still say publishing).
+            crate::write_tx!(conn, {
+                match outcome {
+                    Ok(()) => {
+                        store::publish::finish(&mut conn, job.id, &owner, job.requested).await?;
                     }
-                    store::publish::pause_connection(&mut conn, job.platform_id, until).await?;
-                }
-                Err(Stop::Later(after, reason)) if job.attempts < MAX_PUBLISH_ATTEMPTS => {
-                    let backoff =
-                        FIRST_BACKOFF_SECS * 2_i64.pow((job.attempts - 1).clamp(0, 10) as u32);
-                    let wait = backoff.max(after.as_secs_f64().ceil() as i64);
-                    if store::publish::retry_later(
-                        &mut conn,
-                        job.id,
-                        &owner,
-                        store::now() + wait,
-                        &reason,
-                    )
-                    .await?
-                    {
-                        drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
-                            .await?;
+                    Err(Stop::Paused(wait)) => {
+                        let until = store::now() + (wait.as_secs_f64().ceil() as i64).max(1);
+                        if store::publish::pause(&mut conn, job.id, &owner, until).await? {
+                            drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
+                                .await?;
+                        }
+                        store::publish::pause_connection(&mut conn, job.platform_id, until).await?;
                     }
-                }
-                Err(Stop::Later(_, reason)) => {
-                    let why = format!(
+                    Err(Stop::Later(after, reason)) if job.attempts < MAX_PUBLISH_ATTEMPTS => {
+                        let backoff =
+                            FIRST_BACKOFF_SECS * 2_i64.pow((job.attempts - 1).clamp(0, 10) as u32);
+                        let wait = backoff.max(after.as_secs_f64().ceil() as i64);
+                        if store::publish::retry_later(
+                            &mut conn,
+                            job.id,
+                            &owner,
+                            store::now() + wait,
+                            &reason,
+                        )
+                        .await?
+                        {
+                            drafts::unmark_publishing(&mut conn, job.platform_id, &job.status_id)
+                                .await?;
+                        }
+                    }
+                    Err(Stop::Later(_, reason)) => {
+                        let why = format!(
                         "fedialt tried {MAX_PUBLISH_ATTEMPTS} times and gave up for now: {reason}"
                     );
-                    for draft in
-                        drafts::to_publish(&mut conn, job.platform_id, &job.status_id).await?
-                    {
-                        drafts::settle(&mut conn, draft.id, drafts::PUBLISH_FAILED, Some(&why))
-                            .await?;
+                        for draft in
+                            drafts::to_publish(&mut conn, job.platform_id, &job.status_id).await?
+                        {
+                            drafts::settle(&mut conn, draft.id, drafts::PUBLISH_FAILED, Some(&why))
+                                .await?;
+                        }
+                        store::publish::finish(&mut conn, job.id, &owner, job.requested).await?;
                     }
-                    store::publish::finish(&mut conn, job.id, &owner, job.requested).await?;
+                    Err(Stop::Lost) => {}
                 }
-                Err(Stop::Lost) => {}
-            }
-            Ok::<(), StoreError>(())
+                Ok::<(), StoreError>(())
+            })
         }
         .await;
         if let Err(error) = recorded {

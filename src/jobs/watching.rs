@@ -52,6 +52,17 @@ const MAX_CATCH_UP_PAGES: usize = 25;
 const RATE_LIMIT_TRIES: u32 = 5;
 /// Failures in a row before the caption page shows the problem.
 const PROBLEM_AFTER: u32 = 3;
+/// Bytes a stream may send in `BUDGET_WINDOW` (a busy home timeline sends far less).
+const STREAM_BUDGET: usize = 4 << 20;
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// The longest wait an instance's rate limit is granted at once (then it is asked again).
+const LONGEST_RATE_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How long to wait for a rate limit: what the instance said (a minute when it did not), at most
+/// `LONGEST_RATE_WAIT`.
+fn rate_wait(retry_after: Option<u64>) -> Duration {
+    Duration::from_secs(retry_after.unwrap_or(60)).min(LONGEST_RATE_WAIT)
+}
 
 const TOKEN_REFUSED: &str = "the instance refused fedialt's token. Connect the account again on \
      Connected accounts; watching goes on by itself then, from the last post it saw.";
@@ -63,9 +74,15 @@ enum Halt {
     Stopped,
     /// The instance refused the token.
     TokenRefused,
-    /// The connection is gone, or its token cannot be read.
-    Unusable(String),
+    /// The connection cannot be watched now (its token cannot be read, the database failed):
+    /// why, and how long until a worker tries it again.
+    Unusable(String, Duration),
 }
+
+/// How long a watch that cannot be used waits before a worker tries it again.
+const UNUSABLE_RETRY: Duration = Duration::from_secs(10 * 60);
+/// The same after a database failure.
+const DATABASE_RETRY: Duration = Duration::from_secs(30);
 
 /// What interrupted a watcher's work; all but `Halt` are waited out.
 enum Trouble {
@@ -131,8 +148,9 @@ struct Watching {
     cursor: Option<String>,
     mode: Option<String>,
     problem: Option<String>,
-    /// Passing failures in a row.
+    /// Passing failures in a row, and when the first of them came (seconds).
     failures: u32,
+    failing_since: Option<i64>,
     stop: Stop,
 }
 
@@ -275,10 +293,14 @@ impl Worker {
             };
             store::platforms::owned(&mut conn, row.platform_id, row.user_id).await
         }
-        .map_err(|e| Halt::Unusable(format!("the database failed: {e}")))?
-        .ok_or_else(|| Halt::Unusable("the connection was removed".into()))?;
-        let instance = InstanceUrl::parse(&platform.instance_url, |_| true)
-            .map_err(|_| Halt::Unusable("the connection's instance address is not valid".into()))?;
+        .map_err(|_| Halt::Unusable("fedialt's database did not answer".into(), DATABASE_RETRY))?
+        .ok_or_else(|| Halt::Unusable("the connection was removed".into(), UNUSABLE_RETRY))?;
+        let instance = InstanceUrl::parse(&platform.instance_url, |_| true).map_err(|_| {
+            Halt::Unusable(
+                "the connection's instance address is not valid".into(),
+                UNUSABLE_RETRY,
+            )
+        })?;
         let token = self
             .inner
             .secrets
@@ -291,6 +313,7 @@ impl Worker {
                     "the connection's token could not be read (was FEDIALT_SECRET_KEY \
                      changed?); connect the account again"
                         .into(),
+                    UNUSABLE_RETRY,
                 )
             })?;
         let platform_type = match platform.platform_type.as_str() {
@@ -310,15 +333,18 @@ impl Worker {
             mode: row.mode,
             problem: row.problem,
             failures: 0,
+            failing_since: None,
             stop,
         })
     }
 
     /// Records why a watcher ended, and gives the account back unless it was taken away.
     async fn end_watch(&self, platform_id: i64, halt: Halt) {
+        let mut not_before = None;
         let problem = match halt {
             Halt::Stopped => return,
             Halt::TokenRefused => {
+                tracing::warn!(platform = platform_id, "the instance refused the token: watching the account stopped until it is connected again");
                 let user = {
                     let mut conn = match self.inner.db.conn().await {
                         Ok(conn) => conn,
@@ -335,7 +361,14 @@ impl Worker {
                 }
                 TOKEN_REFUSED.to_owned()
             }
-            Halt::Unusable(why) => why,
+            Halt::Unusable(why, retry) => {
+                tracing::warn!(platform = platform_id, why = %why, "watching an account stopped for now");
+                not_before = Some(store::now_ms() + retry.as_millis() as i64);
+                format!(
+                    "{why}. fedialt tries again at {}.",
+                    crate::web::when(store::now() + retry.as_secs() as i64)
+                )
+            }
         };
         let owner = self.inner.id.clone();
         let written = self
@@ -346,7 +379,7 @@ impl Worker {
                     let row =
                         watches::record(conn, platform_id, &owner, None, None, Some(&problem))
                             .await?;
-                    watches::release(conn, platform_id, &owner).await?;
+                    watches::release(conn, platform_id, &owner, not_before).await?;
                     Ok(((), row))
                 })
             })
@@ -386,6 +419,21 @@ impl Worker {
     /// committed with the job's end while the job is still this worker's; approved and sent to
     /// publishing at once when the person chose to publish without review.
     pub(super) async fn draft_post(self, job: PostJob) {
+        if job.attempts > MAX_ATTEMPTS + 3 {
+            // Taken up again and again without an end (each time the database failed as it
+            // committed, or the worker died): given up, with why.
+            if let Ok(mut conn) = self.inner.db.conn().await {
+                let _ = post_jobs::finish(
+                    &mut conn,
+                    job.id,
+                    &self.inner.id,
+                    post_jobs::FAILED,
+                    Some("tried too often without finishing"),
+                )
+                .await;
+            }
+            return;
+        }
         let (done_tx, done_rx) = watch::channel(false);
         let keeper = tokio::spawn(self.clone().keep_post_lease(job.id, done_rx));
         let outcome = self.draft_post_inner(&job).await;
@@ -394,7 +442,7 @@ impl Worker {
         let owner = self.inner.id.clone();
         let recorded = match outcome {
             Ok(()) => Ok(true),
-            Err(PostFailure::Lost) => Ok(true),
+            Err(PostFailure::Lost | PostFailure::Ended) => Ok(true),
             Err(PostFailure::Fatal(why)) => {
                 let mut conn = self.inner.db.conn().await;
                 match &mut conn {
@@ -459,9 +507,7 @@ impl Worker {
             .await
             .map_err(PostFailure::store)?;
         if !watch.enabled {
-            return self
-                .end_post(job, Vec::new(), false, Some("watching was turned off"))
-                .await;
+            return self.end_post(job, Vec::new(), None).await;
         }
         let settings = match inner
             .settings
@@ -546,7 +592,19 @@ impl Worker {
                 prompt_version: crate::captioning::prompt::VERSION,
             });
         }
-        self.end_post(job, made, watch.auto_publish, None).await?;
+        // An image that could not be described (the instance away a moment, say) is tried again
+        // later with the post; its draft says why meanwhile.
+        let failed = made
+            .iter()
+            .filter(|d| d.state == drafts::GENERATION_FAILED)
+            .count();
+        let again = (failed > 0 && job.attempts < MAX_ATTEMPTS).then(|| {
+            (
+                store::now() + 5 * 2_i64.pow(job.attempts.clamp(0, 8) as u32),
+                format!("{failed} image(s) could not be described; tried again later"),
+            )
+        });
+        self.end_post(job, made, again).await?;
         if settings.processing_delay > 0.0 {
             let until = store::now() + settings.processing_delay.ceil() as i64;
             if let Ok(mut conn) = inner.db.conn().await {
@@ -556,22 +614,53 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits a post's drafts with its job's end, while the job is this worker's; with `publish`
-    /// its new drafts are approved and sent to publishing in the same transaction.
+    /// Commits a post's drafts with its job's end, while the job is this worker's and as the
+    /// database says now: a post deleted meanwhile gets nothing; one edited meanwhile is given back
+    /// (the next pass drafts what the edit added); watching turned off, or the person deactivated,
+    /// ends it with nothing kept; "publish without review" as it is set now approves the new
+    /// drafts and sends the post to publishing in the same transaction.
+    /// `again`: when, and why, to take the post up once more (an image failed) instead of ending.
     async fn end_post(
         &self,
         job: &PostJob,
         made: Vec<NewDraft>,
-        publish: bool,
-        note: Option<&str>,
+        again: Option<(i64, String)>,
     ) -> Result<(), PostFailure> {
         let owner = &self.inner.id;
         let until = store::now_ms() + self.inner.config.lease.as_millis() as i64;
         let mut conn = self.inner.db.conn().await.map_err(PostFailure::store)?;
-        let published = crate::write_tx!(conn, {
+        let ended = crate::write_tx!(conn, {
             if !post_jobs::renew(&mut conn, job.id, owner, until).await? {
                 return Ok(None);
             }
+            let now = post_jobs::get(&mut conn, job.id).await?;
+            match now {
+                Some(now) if now.state != post_jobs::QUEUED => {
+                    post_jobs::release(&mut conn, job.id, owner).await?;
+                    return Ok(Some(Ended::Dropped("the post was deleted")));
+                }
+                Some(now) if now.status_json != job.status_json => {
+                    post_jobs::release(&mut conn, job.id, owner).await?;
+                    return Ok(Some(Ended::Dropped("the post was edited; drafted again")));
+                }
+                None => return Ok(None),
+                Some(_) => {}
+            }
+            let watch = watches::get(&mut conn, job.platform_id).await?;
+            let active = store::users::by_id(&mut conn, job.user_id)
+                .await?
+                .is_some_and(|u| u.active);
+            let Some(watch) = watch.filter(|w| w.enabled && active) else {
+                post_jobs::finish(
+                    &mut conn,
+                    job.id,
+                    owner,
+                    post_jobs::DONE,
+                    Some("watching was turned off"),
+                )
+                .await?;
+                return Ok(Some(Ended::Dropped("watching was turned off")));
+            };
             let mut new_ids = Vec::new();
             for draft in &made {
                 if drafts::put(&mut conn, draft).await? && draft.state == drafts::PENDING {
@@ -579,7 +668,7 @@ impl Worker {
                 }
             }
             let mut approved = 0;
-            if publish && !new_ids.is_empty() {
+            if watch.auto_publish && !new_ids.is_empty() {
                 let ids: Vec<i64> = drafts::of_post(&mut conn, job.platform_id, &job.status_id)
                     .await?
                     .into_iter()
@@ -597,24 +686,65 @@ impl Worker {
                     .await?;
                 }
             }
-            post_jobs::finish(&mut conn, job.id, owner, post_jobs::DONE, note).await?;
-            Ok(Some(approved > 0))
+            match &again {
+                Some((at, why)) => {
+                    post_jobs::retry_later(&mut conn, job.id, owner, *at, Some(why), true).await?;
+                }
+                None => {
+                    post_jobs::finish(&mut conn, job.id, owner, post_jobs::DONE, None).await?;
+                }
+            }
+            Ok(Some(Ended::Drafted {
+                drafts: new_ids.len(),
+                approved,
+            }))
         })?;
-        let Some(published) = published else {
-            return Err(PostFailure::Lost);
-        };
-        self.inner.runs.waiting.changed(UserId(job.user_id)).await;
-        if published {
-            self.inner.runs.wake.notify_one();
+        drop(conn);
+        match ended {
+            None => Err(PostFailure::Lost),
+            Some(Ended::Dropped(why)) => {
+                tracing::info!(
+                    job = job.id,
+                    platform = job.platform_id,
+                    why,
+                    "a new post's job ended without drafts"
+                );
+                Err(PostFailure::Ended)
+            }
+            Some(Ended::Drafted { drafts, approved }) => {
+                tracing::info!(
+                    job = job.id,
+                    platform = job.platform_id,
+                    drafts,
+                    published_without_review = approved,
+                    "a new post drafted"
+                );
+                self.inner.runs.waiting.changed(UserId(job.user_id)).await;
+                if approved > 0 {
+                    self.inner.runs.wake.notify_one();
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
+}
+
+/// How a post's job ended.
+enum Ended {
+    /// Nothing kept, and why.
+    Dropped(&'static str),
+    Drafted {
+        drafts: usize,
+        approved: usize,
+    },
 }
 
 enum PostFailure {
     /// The job is no longer this worker's (or the database failed): its lease runs out and it
     /// is taken up again.
     Lost,
+    /// The job ended already (deleted, given back, or watching turned off): nothing to record.
+    Ended,
     Fatal(String),
     /// Try again later (the model away).
     Later(String),
@@ -633,6 +763,21 @@ impl From<StoreError> for PostFailure {
     }
 }
 
+/// What a post's job needs of it: the post with only its images that need a description (others'
+/// descriptions can be long; they are not kept). None when it has none.
+fn to_draft(status: &Status) -> Option<Status> {
+    let media: Vec<_> = status
+        .media
+        .iter()
+        .filter(|m| m.is_image() && m.undescribed())
+        .cloned()
+        .collect();
+    (!media.is_empty()).then(|| Status {
+        media,
+        ..status.clone()
+    })
+}
+
 impl Watching {
     fn poll_every(&self) -> Duration {
         self.worker.inner.config.watch_poll
@@ -641,9 +786,11 @@ impl Watching {
     /// Mastodon: the user stream, caught up before each read; polling while it fails.
     async fn stream(&mut self) -> Halt {
         let mut failures = 0u32;
+        // Streams that opened and soon ended, in a row.
+        let mut drops = 0u32;
         let mut base: Option<String> = None;
         loop {
-            let outcome = self.stream_once(&mut base, &mut failures).await;
+            let outcome = self.stream_once(&mut base, &mut failures, &mut drops).await;
             let wait = match outcome {
                 Ok(()) => Duration::ZERO,
                 Err(trouble) => match self.trouble(trouble).await {
@@ -662,6 +809,7 @@ impl Watching {
         &mut self,
         base: &mut Option<String>,
         failures: &mut u32,
+        drops: &mut u32,
     ) -> Result<(), Trouble> {
         let instances = self.worker.inner.instances.clone();
         let root = match base {
@@ -686,9 +834,7 @@ impl Watching {
                 *failures += 1;
                 self.catch_up().await?;
                 self.note(Some(POLL), None).await?;
-                return Err(Trouble::Wait(Duration::from_secs(
-                    retry_after.unwrap_or(60),
-                )));
+                return Err(Trouble::Wait(rate_wait(retry_after)));
             }
             Err(PlatformError::InvalidToken) => return Err(Halt::TokenRefused.into()),
             Err(error) => {
@@ -702,19 +848,32 @@ impl Watching {
         };
         let opened_at = Instant::now();
         // Posts made while no stream was open (the stream is already collecting new ones).
-        self.catch_up().await?;
-        self.note(Some(STREAM), None).await?;
-        let read = self.read_stream(response).await;
+        Box::pin(self.catch_up()).await?;
+        // A stream that keeps ending soon after it opens is not called live until one lasts.
+        let live = *drops < PROBLEM_AFTER;
+        let mode = if live { STREAM } else { POLL };
+        Box::pin(self.note(Some(mode), None)).await?;
+        let read = self.read_stream(response, opened_at, live).await;
         if opened_at.elapsed() >= HEALTHY_STREAM {
-            *failures = 0;
+            (*failures, *drops) = (0, 0);
         } else {
             *failures += 1;
+            *drops += 1;
         }
         read
     }
 
-    async fn read_stream(&mut self, mut response: reqwest::Response) -> Result<(), Trouble> {
+    /// Reads events until the stream ends or stays silent too long. A stream that sends more than
+    /// `STREAM_BUDGET` bytes in a `BUDGET_WINDOW` is dropped (a hostile or broken instance must not
+    /// take a worker's core); one that lasts is marked live (`live`: already marked).
+    async fn read_stream(
+        &mut self,
+        mut response: reqwest::Response,
+        opened_at: Instant,
+        mut live: bool,
+    ) -> Result<(), Trouble> {
         let mut parser = SseParser::default();
+        let (mut window, mut spent) = (Instant::now(), 0usize);
         loop {
             let chunk = self
                 .stop
@@ -725,6 +884,19 @@ impl Watching {
                 Ok(Err(_)) | Ok(Ok(None)) => return Ok(()),
                 Ok(Ok(Some(bytes))) => bytes,
             };
+            if window.elapsed() >= BUDGET_WINDOW {
+                (window, spent) = (Instant::now(), 0);
+            }
+            spent += bytes.len();
+            if spent > STREAM_BUDGET {
+                return Err(Trouble::Transient(
+                    "the instance's stream sent far more than one account's events".into(),
+                ));
+            }
+            if !live && opened_at.elapsed() >= HEALTHY_STREAM {
+                live = true;
+                Box::pin(self.note(Some(STREAM), None)).await?;
+            }
             let Ok(events) = parser.push(&bytes) else {
                 return Err(Trouble::Transient(
                     "the stream sent an event too long to read".into(),
@@ -735,17 +907,16 @@ impl Watching {
                     "update" => {
                         if let Some(status) = crate::platforms::statuses::parse_status(&event.data)
                         {
-                            let id = status.id.clone();
-                            self.found(vec![status], Some(id)).await?;
+                            Box::pin(self.found(vec![status], None)).await?;
                         }
                     }
                     "status.update" => {
                         if let Some(status) = crate::platforms::statuses::parse_status(&event.data)
                         {
-                            self.edited(status).await?;
+                            Box::pin(self.edited(status)).await?;
                         }
                     }
-                    "delete" => self.deleted(event.data.trim().to_owned()).await?,
+                    "delete" => Box::pin(self.deleted(event.data.trim().to_owned())).await?,
                     _ => {}
                 }
             }
@@ -780,11 +951,16 @@ impl Watching {
             Trouble::Wait(wait) => Ok(wait),
             Trouble::Transient(why) => {
                 self.failures += 1;
+                let since = *self.failing_since.get_or_insert_with(store::now);
+                tracing::debug!(platform = self.platform_id, failures = self.failures, why = %why, "watching an account failed for now");
                 if self.failures >= PROBLEM_AFTER {
-                    let words = format!("{why}; fedialt keeps trying");
-                    let mode = self.mode.clone();
-                    if let Err(Trouble::Halt(halt)) = self.note(mode.as_deref(), Some(&words)).await
-                    {
+                    let words = format!(
+                        "since {}, {why}. fedialt keeps trying (and catches up on the posts \
+                         made meanwhile once it can).",
+                        crate::web::when(since)
+                    );
+                    // No stream is open while this lasts: the account is checked, not live.
+                    if let Err(Trouble::Halt(halt)) = self.note(Some(POLL), Some(&words)).await {
                         return Err(halt);
                     }
                 }
@@ -800,13 +976,20 @@ impl Watching {
     fn platform_trouble(&self, error: PlatformError) -> Trouble {
         match error {
             PlatformError::InvalidToken => Halt::TokenRefused.into(),
-            PlatformError::RateLimited { retry_after } => {
-                Trouble::Wait(Duration::from_secs(retry_after.unwrap_or(60)))
+            PlatformError::RateLimited { retry_after } => Trouble::Wait(rate_wait(retry_after)),
+            PlatformError::Unreachable(_) => {
+                Trouble::Transient("the instance has not answered".into())
             }
-            PlatformError::Unreachable(detail) => {
-                Trouble::Transient(format!("the instance did not answer ({detail})"))
-            }
-            other => Trouble::Transient(crate::platforms::connect::explain(&other)),
+            PlatformError::Instance { status } => Trouble::Transient(format!(
+                "the instance has answered with errors (HTTP {status})"
+            )),
+            PlatformError::NotMastodonApi => Trouble::Transient(
+                "the instance's answers are not what Mastodon or Pixelfed send".into(),
+            ),
+            PlatformError::PrivateAddress => Trouble::Transient(
+                "the instance's address is private, which fedialt does not connect to".into(),
+            ),
+            other => Trouble::Transient(other.to_string()),
         }
     }
 
@@ -815,6 +998,7 @@ impl Watching {
     async fn catch_up(&mut self) -> Result<(), Trouble> {
         let instances = self.worker.inner.instances.clone();
         let mut found: Vec<Status> = Vec::new();
+        // On a first look: the newest post, which moves the cursor even though it is not new.
         let mut newest: Option<String> = None;
         fn note_newest(id: &str, newest: &mut Option<String>) {
             if newest.as_deref().is_none_or(|n| older(n, id)) {
@@ -824,7 +1008,8 @@ impl Watching {
         match self.cursor.clone() {
             None => {
                 let page = self.fetch(&instances, &Cursor::Start).await?;
-                for status in page {
+                for status in page.into_iter().filter(|s| self.is_own(s)) {
+                    // The first look: the newest post moves the cursor, new or not.
                     note_newest(&status.id, &mut newest);
                     if status.created_at.is_some_and(|t| t + 1 >= self.since) {
                         found.push(status);
@@ -853,16 +1038,14 @@ impl Watching {
                     }) else {
                         break;
                     };
-                    for status in fresh {
-                        note_newest(&status.id, &mut newest);
-                        found.push(status);
-                    }
+                    found.extend(fresh);
                     below = Some(oldest);
                 }
             }
         }
         self.found(found, newest).await?;
         self.failures = 0;
+        self.failing_since = None;
         Ok(())
     }
 
@@ -881,17 +1064,13 @@ impl Watching {
             match result {
                 Ok(page) => {
                     if let Some(pause) = page.pause {
-                        self.stop
-                            .sleep(pause.min(Duration::from_secs(15 * 60)))
-                            .await?;
+                        self.stop.sleep(pause.min(LONGEST_RATE_WAIT)).await?;
                     }
                     return Ok(page.statuses);
                 }
                 Err(PlatformError::RateLimited { retry_after }) if tries < RATE_LIMIT_TRIES => {
                     tries += 1;
-                    self.stop
-                        .sleep(Duration::from_secs(retry_after.unwrap_or(60)))
-                        .await?;
+                    self.stop.sleep(rate_wait(retry_after)).await?;
                 }
                 Err(error) => return Err(self.platform_trouble(error)),
             }
@@ -905,45 +1084,54 @@ impl Watching {
             .is_none_or(|a| a == self.account_id)
     }
 
-    /// New posts: those with undescribed images queued, and the cursor moved to `newest`, in one
-    /// transaction while the watch is this worker's.
+    /// The person's own new posts (a home stream carries everyone's: others' are ignored): those
+    /// with undescribed images queued, one job per post, and the cursor moved forward to the
+    /// newest of them (or to `first_look`, the newest post a first look saw), in one transaction
+    /// while the watch is this worker's. A stream's posts are taken whatever the cursor says
+    /// (events may come out of order; a post queued twice is still one job).
     async fn found(
         &mut self,
         statuses: Vec<Status>,
-        newest: Option<String>,
+        first_look: Option<String>,
     ) -> Result<(), Trouble> {
-        let Some(newest) = newest.filter(|n| self.cursor.as_deref().is_none_or(|c| older(c, n)))
-        else {
-            return Ok(());
-        };
-        let own: Vec<&Status> = statuses
-            .iter()
+        let own: Vec<Status> = statuses
+            .into_iter()
             .filter(|s| self.is_own(s) && !s.is_reblog)
-            .filter(|s| self.cursor.as_deref().is_none_or(|c| older(c, &s.id)))
             .collect();
+        let newest = own
+            .iter()
+            .map(|s| s.id.clone())
+            .chain(first_look)
+            .reduce(|a, b| if older(&a, &b) { b } else { a })
+            .filter(|n| self.cursor.as_deref().is_none_or(|c| older(c, n)));
         let jobs: Vec<(String, String)> = own
             .iter()
-            .filter(|s| s.media.iter().any(|m| m.is_image() && m.undescribed()))
-            .filter_map(|s| Some((s.id.clone(), serde_json::to_string(s).ok()?)))
+            .filter_map(|s| {
+                let wanted = to_draft(s)?;
+                Some((s.id.clone(), serde_json::to_string(&wanted).ok()?))
+            })
             .collect();
-        let seen = own
-            .iter()
-            .find(|s| s.id == newest)
+        if jobs.is_empty() && newest.is_none() {
+            return Ok(());
+        }
+        let seen = newest
+            .as_ref()
+            .and_then(|n| own.iter().find(|s| &s.id == n))
             .map(|s| (s.id.clone(), s.url.clone()));
         let (platform_id, user_id) = (self.platform_id, self.user_id);
         let owner = self.worker.inner.id.clone();
         let cursor = newest.clone();
         let mode = self.mode.clone();
         let problem = self.problem.clone();
-        let queued = !jobs.is_empty();
+        let queued_count = jobs.len();
         let held = self
             .worker
             .inner
             .watches
             .write(move |conn| {
                 Box::pin(async move {
-                    let row = match &seen {
-                        Some((id, url)) => {
+                    let row = match (&seen, &cursor) {
+                        (Some((id, url)), _) => {
                             let row = watches::record(
                                 conn,
                                 platform_id,
@@ -958,8 +1146,14 @@ impl Watching {
                             }
                             row
                         }
-                        None => {
-                            if !watches::set_cursor(conn, platform_id, &owner, &cursor).await? {
+                        (None, Some(cursor)) => {
+                            if !watches::set_cursor(conn, platform_id, &owner, cursor).await? {
+                                return Ok((false, None));
+                            }
+                            None
+                        }
+                        (None, None) => {
+                            if !watches::holds(conn, platform_id, &owner).await? {
                                 return Ok((false, None));
                             }
                             None
@@ -975,8 +1169,15 @@ impl Watching {
         if !held {
             return Err(Halt::Stopped.into());
         }
-        self.cursor = Some(newest);
-        if queued {
+        if let Some(newest) = newest {
+            self.cursor = Some(newest);
+        }
+        if queued_count > 0 {
+            tracing::info!(
+                platform = self.platform_id,
+                posts = queued_count,
+                "new posts queued for drafting"
+            );
             self.worker.inner.runs.wake.notify_one();
         }
         Ok(())
@@ -1000,7 +1201,7 @@ impl Watching {
         if undescribed.is_empty() {
             return Ok(());
         }
-        let Ok(json) = serde_json::to_string(&status) else {
+        let Some(Ok(json)) = to_draft(&status).map(|s| serde_json::to_string(&s)) else {
             return Ok(());
         };
         let (platform_id, user_id) = (self.platform_id, self.user_id);
@@ -1025,6 +1226,10 @@ impl Watching {
         }
         let platform_id = self.platform_id;
         let mut conn = self.worker.inner.db.conn().await?;
+        // Most deletes on a home stream are other people's posts: a read, and no write for them.
+        if !post_jobs::knows_post(&mut conn, platform_id, &status_id).await? {
+            return Ok(());
+        }
         crate::write_tx!(conn, {
             drafts::drop_undecided_of_post(&mut conn, platform_id, &status_id).await?;
             post_jobs::drop_post(&mut conn, platform_id, &status_id).await?;
@@ -1068,6 +1273,20 @@ impl Watching {
             .await?;
         if !written {
             return Err(Halt::Stopped.into());
+        }
+        if self.mode.as_deref() != mode {
+            tracing::info!(
+                platform = self.platform_id,
+                mode = mode.unwrap_or("none"),
+                "watching an account"
+            );
+        }
+        if let Some(problem) = problem.filter(|p| self.problem.as_deref() != Some(*p)) {
+            tracing::warn!(
+                platform = self.platform_id,
+                problem,
+                "watching an account is troubled"
+            );
         }
         self.mode = mode.map(str::to_owned);
         self.problem = problem.map(str::to_owned);

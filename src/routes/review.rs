@@ -49,6 +49,7 @@ struct DraftView {
     model: String,
     drafted: String,
     published: Option<String>,
+    auto_published: bool,
     actions: Vec<&'static str>,
     busy: bool,
 }
@@ -78,6 +79,7 @@ fn view(d: &DraftRow) -> DraftView {
         model: d.model.clone(),
         drafted: when(d.created_at),
         published: d.published_at.map(when),
+        auto_published: d.auto_published,
         actions: review::actions(&d.state),
         busy: matches!(d.state.as_str(), drafts::APPROVED | drafts::PUBLISHING),
     }
@@ -215,8 +217,17 @@ async fn render_queue(
         format!("Review drafts: {}", filter_label(&back.state))
     };
     let refused_id = refused.as_ref().map(|(id, _, _, _)| *id);
+    let waiting = state.waiting(user.uid).await;
+    // Drafts waiting on the person's other accounts (the navigation counts them all).
+    let here = queue
+        .counts
+        .iter()
+        .find(|(s, _)| *s == drafts::PENDING)
+        .map_or(0, |(_, n)| *n);
+    let elsewhere = waiting.map_or(0, |n| (n - here).max(0));
     let mut page = Page::new(&title, Some(user), flashes)
-        .with("waiting", &state.waiting(user.uid).await)
+        .with("waiting", &waiting)
+        .with("elsewhere", &elsewhere)
         .with("selectable", &selectable)
         .with("refused_id", &refused_id)
         .with("account", &platform.handle())
@@ -682,6 +693,7 @@ struct Published {
     preview_url: String,
     published: String,
     post_text: String,
+    auto_published: bool,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +736,7 @@ pub async fn history(
             preview_url: d.preview_url.clone(),
             published: d.published_at.map(when).unwrap_or_default(),
             post_text: d.post_text.chars().take(120).collect(),
+            auto_published: d.auto_published,
         })
         .collect();
     Page::new("Published descriptions", Some(&user), Some(&flashes))

@@ -58,6 +58,8 @@ pub struct DraftRow {
     pub prompt_version: i32,
     pub version: i64,
     pub published_at: Option<i64>,
+    /// Approved by fedialt (the connection publishes without review), not by a person.
+    pub auto_published: bool,
 }
 
 impl DraftRow {
@@ -256,6 +258,8 @@ pub async fn change(
                     cd::error.eq(None::<String>),
                     cd::updated_at.eq(now()),
                     cd::version.eq(cd::version + 1),
+                    // A person's decision from now on.
+                    cd::auto_published.eq(false),
                 ),
                 change.alt_text.map(|t| cd::alt_text.eq(t)),
                 change.edited.map(|e| cd::edited.eq(e)),
@@ -330,6 +334,7 @@ pub async fn unmark_publishing(
     )
     .set((
         cd::state.eq(APPROVED),
+        cd::auto_published.eq(true),
         cd::updated_at.eq(now()),
         cd::version.eq(cd::version + 1),
     ))

@@ -77,7 +77,8 @@ pub async fn enqueue(
 }
 
 /// A post edited on the instance (images added, say): its job is queued again with the post as
-/// it now is, unless a worker holds it. Drafts it already has are kept (the job skips them).
+/// it now is; a worker holding it sees the change and gives it back instead of ending it. Drafts
+/// it already has are kept (the job skips them).
 pub async fn requeue_edited(
     conn: &mut Conn,
     user_id: i64,
@@ -92,7 +93,6 @@ pub async fn requeue_edited(
         pj::table
             .filter(pj::platform_id.eq(platform_id))
             .filter(pj::status_id.eq(status_id))
-            .filter(pj::lease_owner.is_null())
     )
     .set((
         pj::state.eq(QUEUED),
@@ -136,6 +136,7 @@ pub async fn claim(
                AND (j.lease_until_ms IS NULL OR j.lease_until_ms < $4) \
                AND NOT EXISTS (SELECT 1 FROM post_jobs o WHERE o.platform_id = j.platform_id \
                    AND o.id <> j.id AND o.lease_until_ms >= $4) \
+               AND EXISTS (SELECT 1 FROM users u WHERE u.id = j.user_id AND u.active) \
              ORDER BY j.run_after, j.id LIMIT 1 {lock}) \
          RETURNING *"
     );
@@ -241,7 +242,8 @@ pub async fn delay_connection(
     .await)?)
 }
 
-/// A post deleted on the instance: its job, unless a worker holds it, is done with nothing to do.
+/// A post deleted on the instance: its job is done with nothing to do (a worker holding it sees
+/// that before it commits anything).
 pub async fn drop_post(
     conn: &mut Conn,
     platform_id: i64,
@@ -252,7 +254,6 @@ pub async fn drop_post(
             .filter(pj::platform_id.eq(platform_id))
             .filter(pj::status_id.eq(status_id))
             .filter(pj::state.eq(QUEUED))
-            .filter(pj::lease_owner.is_null())
     )
     .set((
         pj::state.eq(DONE),
@@ -261,6 +262,56 @@ pub async fn drop_post(
     ))
     .execute(c)
     .await)?)
+}
+
+/// The job as it is now.
+pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<PostJob>, StoreError> {
+    use diesel::prelude::{OptionalExtension, SelectableHelper};
+    Ok(run!(conn, |c| pj::table
+        .find(id)
+        .select(PostJob::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// Gives the job back without ending it (it changed while held: another pass takes it up).
+pub async fn release(conn: &mut Conn, id: i64, owner: &str) -> Result<bool, StoreError> {
+    let n = run!(conn, |c| diesel::update(held(id, owner))
+        .set((
+            pj::attempts.eq(0),
+            pj::lease_owner.eq(None::<String>),
+            pj::lease_until_ms.eq(None::<i64>),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}
+
+/// Whether the connection has anything of this post: a draft or a job (a home stream's deletes
+/// are mostly other people's posts, which need no write).
+pub async fn knows_post(
+    conn: &mut Conn,
+    platform_id: i64,
+    status_id: &str,
+) -> Result<bool, StoreError> {
+    use super::schema::caption_drafts as cd;
+    let jobs: i64 = run!(conn, |c| pj::table
+        .filter(pj::platform_id.eq(platform_id))
+        .filter(pj::status_id.eq(status_id))
+        .count()
+        .get_result(c)
+        .await)?;
+    if jobs > 0 {
+        return Ok(true);
+    }
+    let drafts: i64 = run!(conn, |c| cd::table
+        .filter(cd::platform_id.eq(platform_id))
+        .filter(cd::status_id.eq(status_id))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(drafts > 0)
 }
 
 /// Queued posts waiting (admin overview).

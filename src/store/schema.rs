@@ -164,6 +164,7 @@ diesel::table! {
         prompt_version -> Integer,
         version -> BigInt,
         published_at -> Nullable<BigInt>,
+        auto_published -> Bool,
     }
 }
 

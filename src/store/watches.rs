@@ -216,14 +216,20 @@ pub async fn renew(
     Ok(held.into_iter().map(|h| h.platform_id).collect())
 }
 
-/// Gives one watch back (its watcher stopped).
-pub async fn release(conn: &mut Conn, platform_id: i64, owner: &str) -> Result<(), StoreError> {
+/// Gives one watch back (its watcher stopped); with `not_before_ms`, no worker takes it up again
+/// before then (a watch that cannot be used now is not retried in a loop).
+pub async fn release(
+    conn: &mut Conn,
+    platform_id: i64,
+    owner: &str,
+    not_before_ms: Option<i64>,
+) -> Result<(), StoreError> {
     run!(conn, |c| diesel::update(
         w::table.find(platform_id).filter(w::lease_owner.eq(owner))
     )
     .set((
         w::lease_owner.eq(None::<String>),
-        w::lease_until_ms.eq(None::<i64>),
+        w::lease_until_ms.eq(not_before_ms),
     ))
     .execute(c)
     .await)?;
@@ -283,6 +289,17 @@ pub async fn record(
         return Ok(None);
     }
     get(conn, platform_id).await
+}
+
+/// Whether `owner` still holds the watch.
+pub async fn holds(conn: &mut Conn, platform_id: i64, owner: &str) -> Result<bool, StoreError> {
+    let n: i64 = run!(conn, |c| w::table
+        .find(platform_id)
+        .filter(w::lease_owner.eq(owner))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(n == 1)
 }
 
 /// Moves the cursor without saying a post was seen (a first look that found only older posts).

@@ -19,3 +19,14 @@ pub fn when(seconds: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// "5 minutes", "30 seconds": how often a polled account is checked.
+pub fn every(interval: std::time::Duration) -> String {
+    let secs = interval.as_secs();
+    match secs {
+        60 => "minute".into(),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        1 => "second".into(),
+        s => format!("{s} seconds"),
+    }
+}

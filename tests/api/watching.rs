@@ -209,10 +209,12 @@ async fn auto_publish_publishes_and_own_edits_do_not_loop(b: Backend) {
     w.fake.publish_post(new_post(301, &["a301"]));
     w.drafted(&["a301"], Duration::from_secs(30)).await;
     let both = eventually(Duration::from_secs(30), || async {
-        w.description(301, "a301").is_some()
+        let drafts = w.app.drafts(w.platform_id).await;
+        drafts.len() == 2 && drafts.iter().all(|d| d.state == "published")
     })
     .await;
-    assert!(both);
+    assert!(both, "{:?}", w.app.drafts(w.platform_id).await);
+    assert!(w.description(301, "a301").is_some());
     let jobs = w.app.post_jobs(w.platform_id).await;
     assert_eq!(
         jobs.len(),
@@ -447,10 +449,8 @@ async fn the_watch_form_checks_what_it_is_sent(b: Backend) {
         .await;
     let page = app.page("/platforms").await;
     assert!(page.contains("Watch for new posts"), "{page}");
-    assert!(
-        !page.contains("Publish drafts without review"),
-        "shown once watching is on"
-    );
+    assert!(page.contains("Publish drafts without review"), "{page}");
+    assert!(page.contains("Only while watching is on"), "{page}");
     let page = app.page("/caption_generation").await;
     assert!(page.contains("Not watched"), "{page}");
 
@@ -699,6 +699,198 @@ async fn two_workers_share_ten_accounts_and_take_over_a_dead_ones() {
     }
 }
 
+/// A home stream carries other people's posts, and events can come out of order: only the
+/// person's own posts are drafted, each of them whatever order they came in, and someone else's
+/// post with a higher id does not hide a later own post.
+async fn only_own_posts_and_in_any_order(b: Backend) {
+    let w = watched(b, Flavor::Mastodon, false, Options::default()).await;
+    let mut foreign = new_post(5000, &["foreign5000"]);
+    foreign.author = Some("999".into());
+    w.fake.publish_post(foreign);
+    w.fake.publish_post(new_post(4000, &["own4000"]).with_media(
+        "d4000",
+        "image",
+        Some("Described by hand"),
+    ));
+    w.fake.publish_post(new_post(3999, &["own3999"]));
+    w.drafted(&["own4000", "own3999"], Duration::from_secs(30))
+        .await;
+    // A catch-up after a gap does not bring the other person's post either.
+    w.fake.drop_streams();
+    w.fake.add_post_quietly(new_post(4001, &["own4001"]));
+    w.drafted(&["own4001"], Duration::from_secs(30)).await;
+    assert_eq!(w.model.calls("foreign5000"), 0);
+    let jobs = w.app.post_jobs(w.platform_id).await;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    // The job keeps only what it needs of the post: its images without a description.
+    assert!(jobs
+        .iter()
+        .all(|j| !j.status_json.contains("Described by hand")));
+}
+
+/// A stream that floods (a broken or hostile server) is dropped and opened again, instead of
+/// taking a core; posts still get drafted.
+async fn a_flooding_stream_is_dropped(b: Backend) {
+    let w = watched(b, Flavor::Mastodon, false, Options::default()).await;
+    let opens = w.fake.state.lock().unwrap().stream_opens;
+    for _ in 0..80 {
+        w.fake.send_raw(vec![b'\n'; 64 * 1024]);
+    }
+    let reopened = eventually(Duration::from_secs(20), || async {
+        w.fake.state.lock().unwrap().stream_opens > opens
+    })
+    .await;
+    assert!(reopened, "the flooding stream was dropped and opened again");
+    w.fake.publish_post(new_post(6000, &["a6000"]));
+    w.drafted(&["a6000"], Duration::from_secs(30)).await;
+}
+
+/// What the person decides while a post is being drafted wins: publish without review turned
+/// off meanwhile keeps the draft for review; a post deleted meanwhile gets no draft; images an
+/// edit adds meanwhile are drafted too.
+async fn changes_while_a_post_is_drafted_win(b: Backend) {
+    let w = watched(b, Flavor::Mastodon, true, Options::default()).await;
+    let hold = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    w.model.set(|m| m.hold = Some(hold.clone()));
+    let model = &w.model;
+    let busy = || async {
+        eventually(Duration::from_secs(20), || async {
+            model.state.lock().unwrap().in_flight >= 1
+        })
+        .await
+    };
+
+    w.fake.publish_post(new_post(7000, &["a7000"]));
+    assert!(busy().await);
+    w.app.set_watch(w.platform_id, true, false).await;
+    hold.add_permits(1);
+    let d = w.drafted(&["a7000"], Duration::from_secs(20)).await;
+    assert_eq!(d[0].state, "pending", "kept for review: {d:?}");
+    assert!(!d[0].auto_published);
+
+    w.fake.publish_post(new_post(7001, &["a7001"]));
+    assert!(busy().await);
+    w.fake.delete_post(7001);
+    let dropped = eventually(Duration::from_secs(20), || async {
+        w.app
+            .post_jobs(w.platform_id)
+            .await
+            .iter()
+            .any(|j| j.status_id == "7001" && j.state == "done")
+    })
+    .await;
+    assert!(dropped);
+    hold.add_permits(1);
+
+    w.fake.publish_post(new_post(7002, &["a7002"]));
+    assert!(busy().await);
+    let mut edited = new_post(7002, &["a7002", "b7002"]);
+    edited.content = "<p>one more picture</p>".into();
+    w.fake.publish_post_as_edit(edited);
+    hold.add_permits(100);
+    w.drafted(&["a7002", "b7002"], Duration::from_secs(30))
+        .await;
+    let settled = eventually(Duration::from_secs(20), || async {
+        w.app
+            .post_jobs(w.platform_id)
+            .await
+            .iter()
+            .all(|j| j.lease_owner.is_none() && j.state == "done")
+    })
+    .await;
+    assert!(settled, "{:?}", w.app.post_jobs(w.platform_id).await);
+    assert!(
+        !w.app
+            .drafts(w.platform_id)
+            .await
+            .iter()
+            .any(|d| d.status_id == "7001"),
+        "the deleted post has no draft"
+    );
+    assert_eq!(
+        w.fake.state.lock().unwrap().edits,
+        0,
+        "nothing was published"
+    );
+}
+
+/// A watch that cannot be used (its token cannot be opened) says why and waits before it is
+/// tried again, instead of being taken up in a loop.
+async fn an_unusable_watch_is_not_retried_in_a_loop(b: Backend) {
+    let w = watched(b, Flavor::Mastodon, false, Options::default()).await;
+    {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        use fedialt::store::schema::platform_connections as pc;
+        let mut conn = w.app.state.db.conn().await.unwrap();
+        fedialt::run!(&mut conn, |c| diesel::update(pc::table.find(w.platform_id))
+            .set(pc::access_token_enc.eq("not-a-sealed-token"))
+            .execute(c)
+            .await)
+        .unwrap();
+    }
+    // The watcher starts again (another worker, say) and finds the token unreadable.
+    {
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        use fedialt::store::schema::watches as wt;
+        let mut conn = w.app.state.db.conn().await.unwrap();
+        fedialt::run!(&mut conn, |c| diesel::update(wt::table.find(w.platform_id))
+            .set((
+                wt::lease_owner.eq(None::<String>),
+                wt::lease_until_ms.eq(None::<i64>)
+            ))
+            .execute(c)
+            .await)
+        .unwrap();
+    }
+    let noted = eventually(Duration::from_secs(20), || async {
+        w.app.watch_row(w.platform_id).await.is_some_and(|r| {
+            r.problem
+                .as_deref()
+                .is_some_and(|p| p.contains("could not be read"))
+                && r.lease_owner.is_none()
+        })
+    })
+    .await;
+    assert!(noted, "{:?}", w.app.watch_row(w.platform_id).await);
+    let row = w.app.watch_row(w.platform_id).await.unwrap();
+    assert!(
+        row.lease_until_ms.unwrap() > fedialt::store::now_ms() + 60_000,
+        "{row:?}"
+    );
+    let version = row.version;
+    let stable = !eventually(Duration::from_secs(3), || async {
+        w.app.watch_row(w.platform_id).await.unwrap().version != version
+    })
+    .await;
+    assert!(stable, "not taken up again and again");
+    let page = w.app.page("/caption_generation").await;
+    assert!(page.contains("could not be read"), "{page}");
+}
+
+/// The navigation's count follows the drafts: up when a watched post is drafted, gone when the
+/// account is removed.
+async fn the_waiting_count_follows_the_drafts(b: Backend) {
+    let w = watched(b, Flavor::Mastodon, false, Options::default()).await;
+    w.fake.publish_post(new_post(8000, &["a8000", "b8000"]));
+    w.drafted(&["a8000", "b8000"], Duration::from_secs(30))
+        .await;
+    let page = w.app.page("/account").await;
+    assert!(page.contains("2 waiting"), "{page}");
+    let csrf = w.app.csrf().await;
+    let r = w
+        .app
+        .post_form(
+            &format!("/platforms/{}/delete", w.platform_id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let page = w.app.page("/account").await;
+    assert!(!page.contains("waiting</span>"), "{page}");
+}
+
 mod processes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_post_made_while_the_worker_was_down_is_drafted() {
@@ -722,4 +914,9 @@ both_databases!(
     watching_works_with_redis_unreachable,
     watching_goes_on_when_redis_dies,
     the_watch_form_checks_what_it_is_sent,
+    only_own_posts_and_in_any_order,
+    a_flooding_stream_is_dropped,
+    changes_while_a_post_is_drafted_win,
+    an_unusable_watch_is_not_retried_in_a_loop,
+    the_waiting_count_follows_the_drafts,
 );

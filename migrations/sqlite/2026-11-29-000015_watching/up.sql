@@ -44,3 +44,7 @@ CREATE TABLE post_jobs (
     UNIQUE (platform_id, status_id)
 );
 CREATE INDEX post_jobs_due ON post_jobs (state, run_after);
+
+-- A draft approved by fedialt itself for a connection that publishes without review (shown, so
+-- the person knows which descriptions nobody read first).
+ALTER TABLE caption_drafts ADD COLUMN auto_published BOOLEAN NOT NULL DEFAULT FALSE;

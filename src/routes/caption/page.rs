@@ -51,7 +51,7 @@ pub async fn show(
             "last_post",
             &watch.last_post_at.map(crate::web::when).unwrap_or_default(),
         )
-        .with("poll_every", &every(state.config.watch_poll))
+        .with("poll_every", &crate::web::every(state.config.watch_poll))
         .render(&state.templates, "caption/generation.html")
 }
 
@@ -77,16 +77,5 @@ pub fn format_seconds(seconds: f64) -> String {
         format!("{text} second")
     } else {
         format!("{text} seconds")
-    }
-}
-
-/// "5 minutes", "30 seconds": how often a polled account is checked.
-fn every(interval: std::time::Duration) -> String {
-    let secs = interval.as_secs();
-    match secs {
-        60 => "minute".into(),
-        s if s % 60 == 0 => format!("{} minutes", s / 60),
-        1 => "second".into(),
-        s => format!("{s} seconds"),
     }
 }

@@ -127,7 +127,8 @@ fn checkbox(field: &str, value: Option<&str>) -> Result<bool, String> {
         None | Some("off" | "false" | "0" | "") => Ok(false),
         Some("on" | "true" | "1" | "yes") => Ok(true),
         Some(_) => Err(format!(
-            "{field} is a checkbox: send it as \"on\" when ticked and leave it out when not"
+            "{field} is a checkbox: send it as \"on\" (or true, 1, yes) when ticked, and leave \
+             it out (or send off, false, 0) when not"
         )),
     }
 }

@@ -46,6 +46,7 @@ pub async fn delete(
             vec![
                 crate::cache::keys::Key::settings(id),
                 crate::cache::keys::Key::progress(id),
+                crate::cache::keys::Key::watch(id),
             ],
             move |conn| {
                 Box::pin(async move {
@@ -59,6 +60,8 @@ pub async fn delete(
     if !deleted {
         return Err(AppError::NotFound);
     }
+    // Its drafts went: the navigation's count changes.
+    state.runs.waiting.changed(uid).await;
     session.forget_current_platform(Some(id));
     FlashMessage::success(format!("{} was removed from fedialt.", platform.handle())).send();
     Ok(see_other("/platforms"))

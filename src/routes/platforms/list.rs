@@ -71,6 +71,7 @@ pub async fn render(
         .with("waiting", &state.waiting(user.uid).await)
         .with("platforms", &lines)
         .with("form", form)
+        .with("poll_every", &crate::web::every(state.config.watch_poll))
         .with_errors(errors)
         .render_status(&state.templates, status, "platforms/index.html")
 }

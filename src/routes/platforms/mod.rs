@@ -50,8 +50,20 @@ pub async fn connect_and_use(
     session
         .set_current_platform(PlatformId(done.platform_id))
         .map_err(|e| ConnectError::Session(e.to_string()))?;
+    let watched = !done.created
+        && state
+            .watches
+            .get(PlatformId(done.platform_id))
+            .await
+            .is_ok_and(|w| w.enabled);
     FlashMessage::success(if done.created {
         format!("Connected {}.", done.handle)
+    } else if watched {
+        format!(
+            "{} was already connected; its token is updated, and watching it for new posts goes on \
+             from the last post it saw.",
+            done.handle
+        )
     } else {
         format!(
             "{} was already connected; its token is updated.",

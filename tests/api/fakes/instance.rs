@@ -349,6 +349,15 @@ impl FakeInstance {
             .retain(|(_, tx)| tx.send(event.clone()).is_ok());
     }
 
+    /// Sends raw bytes down every open stream (a broken or hostile streaming server).
+    pub fn send_raw(&self, bytes: Vec<u8>) {
+        let mut state = self.state.lock().unwrap();
+        let bytes = web::Bytes::from(bytes);
+        state
+            .streams
+            .retain(|(_, tx)| tx.send(bytes.clone()).is_ok());
+    }
+
     /// Ends every open stream (the streaming server restarted, a proxy cut it).
     pub fn drop_streams(&self) {
         self.state.lock().unwrap().streams.clear();
