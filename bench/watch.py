@@ -5,8 +5,10 @@ MODEL_DELAY_MS).
 
 One `fedialt worker` process (the web process runs none) watches ACCOUNTS accounts (default 1000)
 over PostgreSQL:
-1. idle: the worker's resident memory before and after it took them all up (each with its stream
-   open), per watched account, and its CPU time over IDLE_S seconds (default 60) of heartbeats;
+1. idle: the worker's resident memory with none, half and all of them taken up (each with its
+   stream open); per watched account, the growth from half to all (the fixed costs, such as the
+   database pool, come with the first half) and from none to all; and its CPU time over IDLE_S
+   seconds (default 60) of heartbeats;
 2. a burst of BURST new posts (default 200) spread over the accounts at once: the time until the
    last draft, against the model's time divided by CAPTION_CONCURRENCY (default 4), and a check
    that each post was drafted once.
@@ -95,15 +97,23 @@ def main():
         time.sleep(3)
         rss_before = rss_mb(worker.pid)
         ids = sql("SELECT id FROM platform_connections ORDER BY id").split()
+        half = ids[: len(ids) // 2]
+
+        def take_up(batch, total):
+            for pid in batch:
+                assert person.post(f"/platforms/{pid}/watch", {"csrf_token": token, "watch": "on"}) == 303
+            until(lambda: stats(fake_port)["streams_open"] >= total, 300, "every stream open")
+            until(lambda: sql("SELECT count(*) FROM watches WHERE mode = 'stream'") == str(total), 300,
+                  "every watch live")
+            time.sleep(5)
+            return rss_mb(worker.pid)
+
+        # Per account: the growth from half of them to all of them (the pool, the first
+        # connections and the allocator's start are in the first half).
         started = time.monotonic()
-        for pid in ids:
-            assert person.post(f"/platforms/{pid}/watch", {"csrf_token": token, "watch": "on"}) == 303
-        until(lambda: stats(fake_port)["streams_open"] >= ACCOUNTS, 300, "every stream open")
-        until(lambda: sql("SELECT count(*) FROM watches WHERE mode = 'stream'") == str(ACCOUNTS), 300,
-              "every watch live")
+        rss_half = take_up(half, len(half))
+        rss_after = take_up(ids[len(half):], ACCOUNTS)
         taken_up = time.monotonic() - started
-        time.sleep(5)
-        rss_after = rss_mb(worker.pid)
         cpu_before = r.cpu_seconds(worker.pid)
         time.sleep(IDLE_S)
         idle_cpu = r.cpu_seconds(worker.pid) - cpu_before
@@ -117,13 +127,15 @@ def main():
         drafts = sql("SELECT count(*), count(DISTINCT (platform_id, media_id)) FROM caption_drafts")
         model_calls = stats(fake_port)["model_calls"] - model_before
         ideal = BURST * MODEL_DELAY_MS / 1000 / CONCURRENCY
-        per_account_kb = (max(rss_after, rss_idle) - rss_before) * 1024 / ACCOUNTS
+        per_account_kb = (max(rss_after, rss_idle) - rss_half) * 1024 / (ACCOUNTS - len(half))
+        overall_kb = (max(rss_after, rss_idle) - rss_before) * 1024 / ACCOUNTS
         lines = [
-            "| watched accounts | taken up in (s) | worker RSS before / with them (MB) | per account (KB) "
+            "| watched accounts | taken up in (s) | worker RSS: none / half / all (MB) "
+            "| per account, half to all (KB) | per account, none to all (KB) "
             "| CPU over an idle minute, all of them (ms) |",
-            "|---|---|---|---|---|",
-            f"| {ACCOUNTS} | {taken_up:.1f} | {rss_before:.1f} / {max(rss_after, rss_idle):.1f} | {per_account_kb:.1f} "
-            f"| {idle_cpu * 1000 * 60 / IDLE_S:.0f} |",
+            "|---|---|---|---|---|---|",
+            f"| {ACCOUNTS} | {taken_up:.1f} | {rss_before:.1f} / {rss_half:.1f} / {max(rss_after, rss_idle):.1f} "
+            f"| {per_account_kb:.1f} | {overall_kb:.1f} | {idle_cpu * 1000 * 60 / IDLE_S:.0f} |",
             "",
             "| new posts at once | drafts (all, distinct images) | model calls | time to the last draft (s) "
             "| model time ÷ concurrency (s) | ratio |",

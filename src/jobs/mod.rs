@@ -98,6 +98,9 @@ struct Inner {
     watches: WatchService,
     /// Wakes the watch keeper (a person turned watching on).
     watch_wake: tokio::sync::Notify,
+    /// Watchers catching up at once (after a start or a gap, many may want to): the instances
+    /// and the worker's memory see a few at a time.
+    catching_up: Semaphore,
     instances: InstanceClient,
     secrets: SecretBox,
     /// The model in use and the version of the admins' choice it was built from (0: the
@@ -156,6 +159,7 @@ impl Worker {
                 settings,
                 watches,
                 watch_wake: tokio::sync::Notify::new(),
+                catching_up: Semaphore::new(16),
                 instances,
                 secrets,
                 slots: Semaphore::new(concurrency),

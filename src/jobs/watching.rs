@@ -268,11 +268,12 @@ impl Worker {
     /// One account's watcher, until it is stopped or cannot go on.
     async fn watch_account(self, row: WatchRow, stop: Stop) {
         let platform_id = row.platform_id;
-        let mut watching = match self.watching(row, stop).await {
+        // The start and the end are boxed: the task keeps only the watching itself.
+        let mut watching = match Box::pin(self.watching(row, stop)).await {
             Ok(w) => w,
             Err(Halt::Stopped) => return,
             Err(halt) => {
-                self.end_watch(platform_id, halt).await;
+                Box::pin(self.end_watch(platform_id, halt)).await;
                 return;
             }
         };
@@ -280,7 +281,7 @@ impl Worker {
             PlatformType::Mastodon => watching.stream().await,
             PlatformType::Pixelfed => watching.poll().await,
         };
-        self.end_watch(platform_id, halt).await;
+        Box::pin(self.end_watch(platform_id, halt)).await;
     }
 
     async fn watching(&self, row: WatchRow, stop: Stop) -> Result<Watching, Halt> {
@@ -783,7 +784,9 @@ impl Watching {
         self.worker.inner.config.watch_poll
     }
 
-    /// Mastodon: the user stream, caught up before each read; polling while it fails.
+    /// Mastodon: the user stream, caught up before each read; polling while it fails. (Everything
+    /// but the reading is boxed: an idle watcher's task holds only what reading needs, which is
+    /// what 1,000 watched accounts cost in memory.)
     async fn stream(&mut self) -> Halt {
         let mut failures = 0u32;
         // Streams that opened and soon ended, in a row.
@@ -793,7 +796,7 @@ impl Watching {
             let outcome = self.stream_once(&mut base, &mut failures, &mut drops).await;
             let wait = match outcome {
                 Ok(()) => Duration::ZERO,
-                Err(trouble) => match self.trouble(trouble).await {
+                Err(trouble) => match Box::pin(self.trouble(trouble)).await {
                     Ok(wait) => wait,
                     Err(halt) => return halt,
                 },
@@ -832,8 +835,8 @@ impl Watching {
             Ok(response) => response,
             Err(PlatformError::RateLimited { retry_after }) => {
                 *failures += 1;
-                self.catch_up().await?;
-                self.note(Some(POLL), None).await?;
+                Box::pin(self.catch_up()).await?;
+                Box::pin(self.note(Some(POLL), None)).await?;
                 return Err(Trouble::Wait(rate_wait(retry_after)));
             }
             Err(PlatformError::InvalidToken) => return Err(Halt::TokenRefused.into()),
@@ -842,8 +845,8 @@ impl Watching {
                 tracing::debug!(platform = self.platform_id, error = %error, "the stream did not open");
                 *failures += 1;
                 *base = None;
-                self.catch_up().await?;
-                return self.note(Some(POLL), None).await;
+                Box::pin(self.catch_up()).await?;
+                return Box::pin(self.note(Some(POLL), None)).await;
             }
         };
         let opened_at = Instant::now();
@@ -996,6 +999,12 @@ impl Watching {
     /// The account's posts since the last one handled (on the first look: the newest page, of
     /// which the posts made since watching began are new).
     async fn catch_up(&mut self) -> Result<(), Trouble> {
+        let worker = self.worker.clone();
+        let _turn = self
+            .stop
+            .or_stop(worker.inner.catching_up.acquire())
+            .await?
+            .map_err(|_| Halt::Stopped)?;
         let instances = self.worker.inner.instances.clone();
         let mut found: Vec<Status> = Vec::new();
         // On a first look: the newest post, which moves the cursor even though it is not new.

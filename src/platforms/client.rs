@@ -93,6 +93,9 @@ impl InstanceClient {
             }))
             .redirect(guard::redirect_policy(policy.clone()))
             .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // Idle connections kept per instance: enough for a worker's calls at once; a worker
+            // watching many accounts of one instance does not keep hundreds of them.
+            .pool_max_idle_per_host(32)
             .timeout(timeout)
             .user_agent(concat!("fedialt/", env!("CARGO_PKG_VERSION")))
             .build()?;
