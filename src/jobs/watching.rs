@@ -55,6 +55,9 @@ const PROBLEM_AFTER: u32 = 3;
 /// Bytes a stream may send in `BUDGET_WINDOW` (a busy home timeline sends far less).
 const STREAM_BUDGET: usize = 4 << 20;
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Events a stream may send in `BUDGET_WINDOW` (a person's home timeline sends a few a second at
+/// most; each event may cost a read).
+const EVENT_BUDGET: usize = 500;
 /// The longest wait an instance's rate limit is granted at once (then it is asked again).
 const LONGEST_RATE_WAIT: Duration = Duration::from_secs(15 * 60);
 
@@ -79,9 +82,9 @@ enum Halt {
     Unusable(String, Duration),
 }
 
-/// How long a watch that cannot be used waits before a worker tries it again.
+/// How long a worker that cannot use a watch leaves it to other workers before it tries again.
 const UNUSABLE_RETRY: Duration = Duration::from_secs(10 * 60);
-/// The same after a database failure.
+/// The same when the database failed as the watcher started.
 const DATABASE_RETRY: Duration = Duration::from_secs(30);
 
 /// What interrupted a watcher's work; all but `Halt` are waited out.
@@ -163,7 +166,10 @@ impl Worker {
         let fence = inner.config.lease * 2 / 3;
         // Each held account: its watcher's generation and stop switch.
         let mut held: HashMap<i64, (u64, watch::Sender<bool>)> = HashMap::new();
-        let mut tasks: JoinSet<(i64, u64)> = JoinSet::new();
+        let mut tasks: JoinSet<(i64, u64, Option<Duration>)> = JoinSet::new();
+        // Accounts this worker could not use (its key cannot open their token, say), and until
+        // when it leaves them to other workers.
+        let mut skip: HashMap<i64, Instant> = HashMap::new();
         let mut generation = 0u64;
         let mut renewed = Instant::now();
         let mut next_renewal = Instant::now() + renew_every;
@@ -204,7 +210,9 @@ impl Worker {
             }
             if held.len() < MAX_WATCHES {
                 let room = (MAX_WATCHES - held.len()).min(CLAIM_BATCH as usize) as i64;
-                match self.claim_watches(room).await {
+                skip.retain(|_, until| *until > Instant::now());
+                let skipped: Vec<i64> = skip.keys().copied().collect();
+                match self.claim_watches(room, &skipped).await {
                     Ok(rows) => {
                         for row in rows {
                             generation += 1;
@@ -216,8 +224,8 @@ impl Worker {
                             let gen = generation;
                             tasks.spawn(async move {
                                 let id = row.platform_id;
-                                worker.watch_account(row, Stop(rx)).await;
-                                (id, gen)
+                                let skip = worker.watch_account(row, Stop(rx)).await;
+                                (id, gen, skip)
                             });
                         }
                     }
@@ -228,12 +236,19 @@ impl Worker {
             }
             let until_renewal = next_renewal.saturating_duration_since(Instant::now());
             tokio::select! {
-                _ = inner.watch_wake.notified() => {}
+                _ = inner.watch_wake.notified() => {
+                    // Something changed (watching turned on, an account connected again): what
+                    // this worker could not use a moment ago may work now.
+                    skip.clear();
+                }
                 _ = tokio::time::sleep(inner.config.poll.min(until_renewal.max(Duration::from_millis(50)))) => {}
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((id, gen)) = done {
+                    if let Ok((id, gen, leave)) = done {
                         if held.get(&id).is_some_and(|(g, _)| *g == gen) {
                             held.remove(&id);
+                        }
+                        if let Some(leave) = leave {
+                            skip.insert(id, Instant::now() + leave);
                         }
                     }
                 }
@@ -249,13 +264,13 @@ impl Worker {
         }
     }
 
-    async fn claim_watches(&self, limit: i64) -> Result<Vec<WatchRow>, StoreError> {
+    async fn claim_watches(&self, limit: i64, skip: &[i64]) -> Result<Vec<WatchRow>, StoreError> {
         let now = store::now_ms();
         let until = now + self.inner.config.lease.as_millis() as i64;
         let mut conn = self.inner.db.conn().await?;
         crate::write_tx!(
             conn,
-            watches::claim(&mut conn, &self.inner.id, now, until, limit).await
+            watches::claim(&mut conn, &self.inner.id, now, until, limit, skip).await
         )
     }
 
@@ -265,23 +280,21 @@ impl Worker {
         watches::renew(&mut conn, &self.inner.id, until).await
     }
 
-    /// One account's watcher, until it is stopped or cannot go on.
-    async fn watch_account(self, row: WatchRow, stop: Stop) {
+    /// One account's watcher, until it is stopped or cannot go on; Some: how long this worker
+    /// leaves the account to others (it could not use it).
+    async fn watch_account(self, row: WatchRow, stop: Stop) -> Option<Duration> {
         let platform_id = row.platform_id;
         // The start and the end are boxed: the task keeps only the watching itself.
         let mut watching = match Box::pin(self.watching(row, stop)).await {
             Ok(w) => w,
-            Err(Halt::Stopped) => return,
-            Err(halt) => {
-                Box::pin(self.end_watch(platform_id, halt)).await;
-                return;
-            }
+            Err(Halt::Stopped) => return None,
+            Err(halt) => return Box::pin(self.end_watch(platform_id, halt)).await,
         };
         let halt = match watching.platform_type {
             PlatformType::Mastodon => watching.stream().await,
             PlatformType::Pixelfed => watching.poll().await,
         };
-        Box::pin(self.end_watch(platform_id, halt)).await;
+        Box::pin(self.end_watch(platform_id, halt)).await
     }
 
     async fn watching(&self, row: WatchRow, stop: Stop) -> Result<Watching, Halt> {
@@ -311,8 +324,9 @@ impl Worker {
             )
             .map_err(|_| {
                 Halt::Unusable(
-                    "the connection's token could not be read (was FEDIALT_SECRET_KEY \
-                     changed?); connect the account again"
+                    "a worker could not read the connection's token: its FEDIALT_SECRET_KEY is \
+                     not the one the account was connected with (if the key was changed on \
+                     purpose, connect the account again)"
                         .into(),
                     UNUSABLE_RETRY,
                 )
@@ -340,16 +354,17 @@ impl Worker {
     }
 
     /// Records why a watcher ended, and gives the account back unless it was taken away.
-    async fn end_watch(&self, platform_id: i64, halt: Halt) {
-        let mut not_before = None;
+    /// Some: how long this worker leaves the account to other workers.
+    async fn end_watch(&self, platform_id: i64, halt: Halt) -> Option<Duration> {
+        let mut leave = None;
         let problem = match halt {
-            Halt::Stopped => return,
+            Halt::Stopped => return None,
             Halt::TokenRefused => {
                 tracing::warn!(platform = platform_id, "the instance refused the token: watching the account stopped until it is connected again");
                 let user = {
                     let mut conn = match self.inner.db.conn().await {
                         Ok(conn) => conn,
-                        Err(_) => return,
+                        Err(_) => return None,
                     };
                     watches::get(&mut conn, platform_id)
                         .await
@@ -363,10 +378,12 @@ impl Worker {
                 TOKEN_REFUSED.to_owned()
             }
             Halt::Unusable(why, retry) => {
-                tracing::warn!(platform = platform_id, why = %why, "watching an account stopped for now");
-                not_before = Some(store::now_ms() + retry.as_millis() as i64);
+                tracing::warn!(platform = platform_id, why = %why, "this worker cannot watch an account; it leaves it to others for now");
+                // Left to other workers at once (one of them may be able to); this one tries
+                // again after `retry`.
+                leave = Some(retry);
                 format!(
-                    "{why}. fedialt tries again at {}.",
+                    "{why}. That worker tries again at {}.",
                     crate::web::when(store::now() + retry.as_secs() as i64)
                 )
             }
@@ -380,7 +397,7 @@ impl Worker {
                     let row =
                         watches::record(conn, platform_id, &owner, None, None, Some(&problem))
                             .await?;
-                    watches::release(conn, platform_id, &owner, not_before).await?;
+                    watches::release(conn, platform_id, &owner).await?;
                     Ok(((), row))
                 })
             })
@@ -388,6 +405,7 @@ impl Worker {
         if let Err(error) = written {
             tracing::warn!(error = %error, "could not record why watching an account stopped");
         }
+        leave
     }
 
     /// Claims the next new post that is due (any connection, one post per connection at a time).
@@ -657,10 +675,12 @@ impl Worker {
                     job.id,
                     owner,
                     post_jobs::DONE,
-                    Some("watching was turned off"),
+                    Some("watching was turned off, or its person deactivated"),
                 )
                 .await?;
-                return Ok(Some(Ended::Dropped("watching was turned off")));
+                return Ok(Some(Ended::Dropped(
+                    "watching was turned off, or its person deactivated",
+                )));
             };
             let mut new_ids = Vec::new();
             for draft in &made {
@@ -876,7 +896,7 @@ impl Watching {
         mut live: bool,
     ) -> Result<(), Trouble> {
         let mut parser = SseParser::default();
-        let (mut window, mut spent) = (Instant::now(), 0usize);
+        let (mut window, mut spent, mut events_seen) = (Instant::now(), 0usize, 0usize);
         loop {
             let chunk = self
                 .stop
@@ -888,10 +908,10 @@ impl Watching {
                 Ok(Ok(Some(bytes))) => bytes,
             };
             if window.elapsed() >= BUDGET_WINDOW {
-                (window, spent) = (Instant::now(), 0);
+                (window, spent, events_seen) = (Instant::now(), 0, 0);
             }
             spent += bytes.len();
-            if spent > STREAM_BUDGET {
+            if spent > STREAM_BUDGET || events_seen > EVENT_BUDGET {
                 return Err(Trouble::Transient(
                     "the instance's stream sent far more than one account's events".into(),
                 ));
@@ -905,16 +925,20 @@ impl Watching {
                     "the stream sent an event too long to read".into(),
                 ));
             };
+            events_seen += events.len();
             for event in events {
                 match event.name.as_str() {
+                    // A stream event names its author; one that does not is nobody's own post.
                     "update" => {
                         if let Some(status) = crate::platforms::statuses::parse_status(&event.data)
+                            .filter(|s| s.account_id.is_some())
                         {
                             Box::pin(self.found(vec![status], None)).await?;
                         }
                     }
                     "status.update" => {
                         if let Some(status) = crate::platforms::statuses::parse_status(&event.data)
+                            .filter(|s| s.account_id.is_some())
                         {
                             Box::pin(self.edited(status)).await?;
                         }

@@ -153,7 +153,8 @@ const WATCHABLE: &str = "w.enabled \
                 WHERE p.id = w.platform_id AND NOT p.needs_reauth AND u.active)";
 
 /// Takes up to `limit` watches nobody holds (or whose holder's lease ran out) for `owner` until
-/// `lease_until_ms`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two workers never take the same one;
+/// `lease_until_ms`, leaving out `skip` (those this worker could not use a moment ago: another
+/// worker may). PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two workers never take the same one;
 /// SQLite: one conditional UPDATE (one writer at a time).
 pub async fn claim(
     conn: &mut Conn,
@@ -161,7 +162,16 @@ pub async fn claim(
     now_ms: i64,
     lease_until_ms: i64,
     limit: i64,
+    skip: &[i64],
 ) -> Result<Vec<WatchRow>, StoreError> {
+    // Numbers only, written into the statement (a list of binds of varying length would not be
+    // one statement).
+    let skipped = if skip.is_empty() {
+        String::new()
+    } else {
+        let ids: Vec<String> = skip.iter().map(i64::to_string).collect();
+        format!("AND w.platform_id NOT IN ({}) ", ids.join(","))
+    };
     let lock = match conn.backend() {
         Backend::Postgres => "FOR UPDATE OF w SKIP LOCKED",
         Backend::Sqlite => "",
@@ -172,7 +182,7 @@ pub async fn claim(
             "UPDATE watches SET lease_owner = $1, lease_until_ms = $2 \
              WHERE platform_id IN (SELECT w.platform_id FROM watches w \
                  WHERE {WATCHABLE} AND (w.lease_until_ms IS NULL OR w.lease_until_ms < $3) \
-                 ORDER BY w.platform_id LIMIT $4 {lock}) \
+                 {skipped}ORDER BY w.platform_id LIMIT $4 {lock}) \
              RETURNING *"
         ),
     );
@@ -216,20 +226,14 @@ pub async fn renew(
     Ok(held.into_iter().map(|h| h.platform_id).collect())
 }
 
-/// Gives one watch back (its watcher stopped); with `not_before_ms`, no worker takes it up again
-/// before then (a watch that cannot be used now is not retried in a loop).
-pub async fn release(
-    conn: &mut Conn,
-    platform_id: i64,
-    owner: &str,
-    not_before_ms: Option<i64>,
-) -> Result<(), StoreError> {
+/// Gives one watch back (its watcher stopped): any worker may take it up at once.
+pub async fn release(conn: &mut Conn, platform_id: i64, owner: &str) -> Result<(), StoreError> {
     run!(conn, |c| diesel::update(
         w::table.find(platform_id).filter(w::lease_owner.eq(owner))
     )
     .set((
         w::lease_owner.eq(None::<String>),
-        w::lease_until_ms.eq(not_before_ms),
+        w::lease_until_ms.eq(None::<i64>),
     ))
     .execute(c)
     .await)?;

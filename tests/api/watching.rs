@@ -712,6 +712,16 @@ async fn only_own_posts_and_in_any_order(b: Backend) {
         "image",
         Some("Described by hand"),
     ));
+    // A status without its author (not how Mastodon sends them) is nobody's own.
+    let api = w.fake.url.clone();
+    w.fake.send_raw(
+        format!(
+            "event: update\ndata: {{\"id\":\"4500\",\"content\":\"<p>x</p>\",\"media_attachments\":\
+             [{{\"id\":\"anon4500\",\"type\":\"image\",\"url\":\"{api}/media/anon4500.png\",\
+             \"description\":null}}]}}\n\n"
+        )
+        .into_bytes(),
+    );
     w.fake.publish_post(new_post(3999, &["own3999"]));
     w.drafted(&["own4000", "own3999"], Duration::from_secs(30))
         .await;
@@ -720,6 +730,7 @@ async fn only_own_posts_and_in_any_order(b: Backend) {
     w.fake.add_post_quietly(new_post(4001, &["own4001"]));
     w.drafted(&["own4001"], Duration::from_secs(30)).await;
     assert_eq!(w.model.calls("foreign5000"), 0);
+    assert_eq!(w.model.calls("anon4500"), 0);
     let jobs = w.app.post_jobs(w.platform_id).await;
     assert_eq!(jobs.len(), 3, "{jobs:?}");
     // The job keeps only what it needs of the post: its images without a description.
@@ -741,6 +752,17 @@ async fn a_flooding_stream_is_dropped(b: Backend) {
     })
     .await;
     assert!(reopened, "the flooding stream was dropped and opened again");
+    // Many small events (each may cost a read) are a flood too, under the byte budget.
+    let opens = w.fake.state.lock().unwrap().stream_opens;
+    let deletes: String = (0..2000)
+        .map(|i| format!("event: delete\ndata: {}\n\n", 100_000 + i))
+        .collect();
+    w.fake.send_raw(deletes.into_bytes());
+    let reopened = eventually(Duration::from_secs(20), || async {
+        w.fake.state.lock().unwrap().stream_opens > opens
+    })
+    .await;
+    assert!(reopened, "the stream of deletes was dropped and opened again");
     w.fake.publish_post(new_post(6000, &["a6000"]));
     w.drafted(&["a6000"], Duration::from_secs(30)).await;
 }
@@ -848,25 +870,24 @@ async fn an_unusable_watch_is_not_retried_in_a_loop(b: Backend) {
         w.app.watch_row(w.platform_id).await.is_some_and(|r| {
             r.problem
                 .as_deref()
-                .is_some_and(|p| p.contains("could not be read"))
+                .is_some_and(|p| p.contains("could not read"))
                 && r.lease_owner.is_none()
         })
     })
     .await;
     assert!(noted, "{:?}", w.app.watch_row(w.platform_id).await);
+    // Left free for another worker at once (this one leaves it alone for a while).
     let row = w.app.watch_row(w.platform_id).await.unwrap();
-    assert!(
-        row.lease_until_ms.unwrap() > fedialt::store::now_ms() + 60_000,
-        "{row:?}"
-    );
+    assert_eq!(row.lease_until_ms, None, "{row:?}");
     let version = row.version;
     let stable = !eventually(Duration::from_secs(3), || async {
-        w.app.watch_row(w.platform_id).await.unwrap().version != version
+        let row = w.app.watch_row(w.platform_id).await.unwrap();
+        row.version != version || row.lease_owner.is_some()
     })
     .await;
     assert!(stable, "not taken up again and again");
     let page = w.app.page("/caption_generation").await;
-    assert!(page.contains("could not be read"), "{page}");
+    assert!(page.contains("could not read"), "{page}");
 }
 
 /// The navigation's count follows the drafts: up when a watched post is drafted, gone when the

@@ -56,6 +56,11 @@ pub async fn connect_and_use(
             .get(PlatformId(done.platform_id))
             .await
             .is_ok_and(|w| w.enabled);
+    if watched {
+        // Its watcher may be waiting for this token.
+        state.runs.wake.notify_one();
+        crate::jobs::signal_new_job(&state.db).await;
+    }
     FlashMessage::success(if done.created {
         format!("Connected {}.", done.handle)
     } else if watched {
