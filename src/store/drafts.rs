@@ -334,7 +334,6 @@ pub async fn unmark_publishing(
     )
     .set((
         cd::state.eq(APPROVED),
-        cd::auto_published.eq(true),
         cd::updated_at.eq(now()),
         cd::version.eq(cd::version + 1),
     ))
@@ -426,6 +425,7 @@ pub async fn approve_unreviewed(conn: &mut Conn, ids: &[i64]) -> Result<usize, S
     )
     .set((
         cd::state.eq(APPROVED),
+        cd::auto_published.eq(true),
         cd::updated_at.eq(now()),
         cd::version.eq(cd::version + 1),
     ))

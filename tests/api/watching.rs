@@ -229,6 +229,16 @@ async fn auto_publish_publishes_and_own_edits_do_not_loop(b: Backend) {
     assert_eq!(w.fake.state.lock().unwrap().edits, 2, "one edit per post");
     let drafts = w.app.drafts(w.platform_id).await;
     assert!(drafts.iter().all(|d| d.state == "published"), "{drafts:?}");
+    assert!(drafts.iter().all(|d| d.auto_published), "{drafts:?}");
+    // The person can tell which descriptions nobody read first.
+    let history = w.app.page("/history").await;
+    assert_eq!(
+        history.matches("Published without review").count(),
+        2,
+        "{history}"
+    );
+    let review = w.app.page("/review?state=all").await;
+    assert!(review.contains("approved without review"), "{review}");
 }
 
 /// A post deleted on the instance takes its pending drafts with it; a post edited to add an
@@ -762,7 +772,10 @@ async fn a_flooding_stream_is_dropped(b: Backend) {
         w.fake.state.lock().unwrap().stream_opens > opens
     })
     .await;
-    assert!(reopened, "the stream of deletes was dropped and opened again");
+    assert!(
+        reopened,
+        "the stream of deletes was dropped and opened again"
+    );
     w.fake.publish_post(new_post(6000, &["a6000"]));
     w.drafted(&["a6000"], Duration::from_secs(30)).await;
 }
