@@ -358,7 +358,10 @@ impl Worker {
     async fn end_watch(&self, platform_id: i64, halt: Halt) -> Option<Duration> {
         let mut leave = None;
         let problem = match halt {
-            Halt::Stopped => return None,
+            Halt::Stopped => {
+                tracing::info!(platform = platform_id, "stopped watching an account");
+                return None;
+            }
             Halt::TokenRefused => {
                 tracing::warn!(platform = platform_id, "the instance refused the token: watching the account stopped until it is connected again");
                 let user = {

@@ -228,6 +228,7 @@ async fn render_queue(
     let mut page = Page::new(&title, Some(user), flashes)
         .with("waiting", &waiting)
         .with("elsewhere", &elsewhere)
+        .with("here", &here)
         .with("selectable", &selectable)
         .with("refused_id", &refused_id)
         .with("account", &platform.handle())

@@ -238,7 +238,7 @@ async fn auto_publish_publishes_and_own_edits_do_not_loop(b: Backend) {
         "{history}"
     );
     let review = w.app.page("/review?state=all").await;
-    assert!(review.contains("approved without review"), "{review}");
+    assert!(review.contains("published without review"), "{review}");
 }
 
 /// A post deleted on the instance takes its pending drafts with it; a post edited to add an
@@ -280,6 +280,8 @@ async fn a_dropped_stream_resumes_and_misses_nothing(b: Backend) {
     w.fake.add_post_quietly(new_post(501, &["a501"]));
     w.drafted(&["a500", "a501"], Duration::from_secs(30)).await;
     w.mode_becomes("poll").await;
+    let page = w.app.page("/caption_generation").await;
+    assert!(page.contains("until the live connection is back"), "{page}");
     w.fake.set(|s| s.streaming = true);
     w.mode_becomes("stream").await;
     assert!(w.fake.state.lock().unwrap().stream_opens > opens);
@@ -297,6 +299,9 @@ async fn pixelfed_is_polled(b: Backend) {
     let w = watched(b, Flavor::Pixelfed, true, Options::default()).await;
     let page = w.app.page("/caption_generation").await;
     assert!(page.contains("checked every second"), "{page}");
+    assert!(!page.contains("until the live connection"), "{page}");
+    let page = w.app.page("/platforms").await;
+    assert!(page.contains("Pixelfed has no live updates"), "{page}");
     w.fake.add_post_quietly(new_post(600, &["a600"]));
     let text = w.drafted(&["a600"], Duration::from_secs(20)).await[0]
         .alt_text

@@ -177,7 +177,11 @@ pub async fn watch(
     }
     let handle = platform.handle();
     let words = match (saved.enabled, saved.auto_publish) {
-        (false, _) => format!("{handle} is not watched: new posts get drafts only from runs you start."),
+        (false, false) => format!("{handle} is not watched: new posts get drafts only from runs you start."),
+        (false, true) => format!(
+            "{handle} is not watched: new posts get drafts only from runs you start. \
+             Publish without review stays ticked for when you watch it again."
+        ),
         (true, false) => format!(
             "Watching {handle}: new posts with undescribed images get drafts, which wait for your review."
         ),
