@@ -12,10 +12,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Worker, CHECK_EVERY, MAX_ATTEMPTS};
+use super::{Stop, Stopped, Worker, CHECK_EVERY, MAX_ATTEMPTS};
 use crate::captioning::ModelError;
-use crate::crypto::{token_binding, ACCESS_TOKEN};
-use crate::domain::{CaptionSettings, InstanceUrl, RunId};
+use crate::domain::{CaptionSettings, RunId};
 use crate::platforms::statuses::{self, Cursor, Media, Status};
 use crate::platforms::PlatformError;
 use crate::store::drafts::{DraftRow, NewDraft};
@@ -30,10 +29,6 @@ const RATE_LIMIT_TRIES: u32 = 5;
 const MAX_STATUSES_READ: usize = 100_000;
 /// Pages in a row with nothing new that a run follows the Link past.
 const MAX_EMPTY_PAGES: usize = 5;
-
-/// The run was cancelled, taken over, or the worker is stopping.
-#[derive(Debug)]
-struct Stopped;
 
 enum Failure {
     Stopped,
@@ -53,25 +48,6 @@ impl From<Stopped> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Failure {
         Failure::Store(e)
-    }
-}
-
-#[derive(Clone)]
-struct Stop(watch::Receiver<bool>);
-
-impl Stop {
-    fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// `work`, unless the stop comes first (then `work` is dropped: an HTTP call, a pause).
-    async fn or_stop<F: std::future::Future>(&self, work: F) -> Result<F::Output, Stopped> {
-        let mut rx = self.0.clone();
-        tokio::select! {
-            biased;
-            _ = rx.wait_for(|stop| *stop) => Err(Stopped),
-            out = work => Ok(out),
-        }
     }
 }
 
@@ -358,21 +334,8 @@ impl Worker {
             store::platforms::owned(&mut conn, row.platform_id, row.user_id).await?
         }
         .ok_or_else(|| Failure::Fatal("the connection was removed".into()))?;
-        let instance = InstanceUrl::parse(&platform.instance_url, |_| true)
-            .map_err(|_| Failure::Fatal("the connection's instance address is not valid".into()))?;
-        let token = inner
-            .secrets
-            .open(
-                &token_binding(ACCESS_TOKEN, platform.id, platform.user_id),
-                &platform.access_token_enc,
-            )
-            .map_err(|_| {
-                Failure::Fatal(
-                    "the connection's token could not be read (was FEDIALT_SECRET_KEY changed?); \
-                     connect the account again"
-                        .into(),
-                )
-            })?;
+        let (instance, token) = crate::platforms::connect::credentials(&inner.secrets, &platform)
+            .map_err(|why| Failure::Fatal(why.words().into()))?;
         let settings = settings.clamped_to(platform.description_limit.max(0) as u32);
 
         self.step(run, "Checking the connection".into()).await?;

@@ -42,6 +42,39 @@ const MAX_ATTEMPTS: i32 = 5;
 /// The PostgreSQL channel a new run is announced on.
 const CHANNEL: &str = "fedialt_jobs";
 
+/// A run or a watcher was told to stop: cancelled, taken over, turned off, or the worker is
+/// stopping.
+#[derive(Debug)]
+pub(super) struct Stopped;
+
+/// The switch a run or a watcher is stopped with.
+#[derive(Clone)]
+pub(super) struct Stop(pub(super) watch::Receiver<bool>);
+
+impl Stop {
+    pub(super) fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// `work`, unless the stop comes first (then `work` is dropped: an HTTP call, a pause; never
+    /// a database statement).
+    pub(super) async fn or_stop<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> Result<F::Output, Stopped> {
+        let mut rx = self.0.clone();
+        tokio::select! {
+            biased;
+            _ = rx.wait_for(|stop| *stop) => Err(Stopped),
+            out = work => Ok(out),
+        }
+    }
+
+    pub(super) async fn sleep(&self, wait: Duration) -> Result<(), Stopped> {
+        self.or_stop(tokio::time::sleep(wait)).await
+    }
+}
+
 /// A model-call slot (see `Worker::slot`).
 pub(super) struct Slot<'a> {
     permit: Option<tokio::sync::SemaphorePermit<'a>>,

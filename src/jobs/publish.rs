@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Worker, CHECK_EVERY};
-use crate::crypto::{token_binding, ACCESS_TOKEN};
-use crate::domain::{InstanceUrl, PlatformType};
+use crate::domain::PlatformType;
 use crate::platforms::publish::{Budget, Post, WriteError};
 use crate::store::drafts::{self, DraftRow};
 use crate::store::publish::PublishJob;
@@ -285,26 +284,16 @@ impl Worker {
         if platform.needs_reauth {
             return self.fail_all(&all, NEEDS_TOKEN).await;
         }
-        let token = match inner.secrets.open(
-            &token_binding(ACCESS_TOKEN, platform.id, platform.user_id),
-            &platform.access_token_enc,
-        ) {
-            Ok(token) => token,
-            Err(_) => {
-                return self
-                    .fail_all(
-                        &all,
-                        "the connection's token could not be read (was FEDIALT_SECRET_KEY \
-                         changed?); connect the account again, then retry",
-                    )
-                    .await
-            }
-        };
-        let Ok(instance) = InstanceUrl::parse(&platform.instance_url, |_| true) else {
-            return self
-                .fail_all(&all, "the connection's instance address is not valid")
-                .await;
-        };
+        let (instance, token) =
+            match crate::platforms::connect::credentials(&inner.secrets, &platform) {
+                Ok(both) => both,
+                Err(why @ crate::platforms::connect::Unusable::Token) => {
+                    return self
+                        .fail_all(&all, &format!("{}, then retry", why.words()))
+                        .await
+                }
+                Err(why) => return self.fail_all(&all, why.words()).await,
+            };
 
         let post = match inner
             .instances

@@ -24,9 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::caption::older;
-use super::{Worker, MAX_ATTEMPTS};
+use super::{Stop, Stopped, Worker, MAX_ATTEMPTS};
 use crate::config::Secret;
-use crate::crypto::{token_binding, ACCESS_TOKEN};
 use crate::domain::{InstanceUrl, PlatformId, PlatformType, UserId};
 use crate::platforms::statuses::{Cursor, Status};
 use crate::platforms::stream::SseParser;
@@ -109,21 +108,15 @@ impl From<StoreError> for Trouble {
     }
 }
 
-#[derive(Clone)]
-struct Stop(watch::Receiver<bool>);
-
-impl Stop {
-    async fn or_stop<F: std::future::Future>(&self, work: F) -> Result<F::Output, Halt> {
-        let mut rx = self.0.clone();
-        tokio::select! {
-            biased;
-            _ = rx.wait_for(|stop| *stop) => Err(Halt::Stopped),
-            out = work => Ok(out),
-        }
+impl From<Stopped> for Halt {
+    fn from(_: Stopped) -> Halt {
+        Halt::Stopped
     }
+}
 
-    async fn sleep(&self, wait: Duration) -> Result<(), Halt> {
-        self.or_stop(tokio::time::sleep(wait)).await
+impl From<Stopped> for Trouble {
+    fn from(_: Stopped) -> Trouble {
+        Trouble::Halt(Halt::Stopped)
     }
 }
 
@@ -309,28 +302,20 @@ impl Worker {
         }
         .map_err(|_| Halt::Unusable("fedialt's database did not answer".into(), DATABASE_RETRY))?
         .ok_or_else(|| Halt::Unusable("the connection was removed".into(), UNUSABLE_RETRY))?;
-        let instance = InstanceUrl::parse(&platform.instance_url, |_| true).map_err(|_| {
-            Halt::Unusable(
-                "the connection's instance address is not valid".into(),
+        let (instance, token) = crate::platforms::connect::credentials(
+            &self.inner.secrets,
+            &platform,
+        )
+        .map_err(|why| match why {
+            crate::platforms::connect::Unusable::Token => Halt::Unusable(
+                "a worker could not read the connection's token: its FEDIALT_SECRET_KEY is not \
+                 the one the account was connected with (if the key was changed on purpose, \
+                 connect the account again)"
+                    .into(),
                 UNUSABLE_RETRY,
-            )
+            ),
+            other => Halt::Unusable(other.words().into(), UNUSABLE_RETRY),
         })?;
-        let token = self
-            .inner
-            .secrets
-            .open(
-                &token_binding(ACCESS_TOKEN, platform.id, platform.user_id),
-                &platform.access_token_enc,
-            )
-            .map_err(|_| {
-                Halt::Unusable(
-                    "a worker could not read the connection's token: its FEDIALT_SECRET_KEY is \
-                     not the one the account was connected with (if the key was changed on \
-                     purpose, connect the account again)"
-                        .into(),
-                    UNUSABLE_RETRY,
-                )
-            })?;
         let platform_type = match platform.platform_type.as_str() {
             "pixelfed" => PlatformType::Pixelfed,
             _ => PlatformType::Mastodon,
@@ -693,10 +678,9 @@ impl Worker {
             }
             let mut approved = 0;
             if watch.auto_publish && !new_ids.is_empty() {
-                let ids: Vec<i64> = drafts::of_post(&mut conn, job.platform_id, &job.status_id)
+                let ids: Vec<i64> = drafts::for_media(&mut conn, job.platform_id, &new_ids)
                     .await?
                     .into_iter()
-                    .filter(|d| new_ids.contains(&d.media_id))
                     .map(|d| d.id)
                     .collect();
                 approved = drafts::approve_unreviewed(&mut conn, &ids).await?;
@@ -825,8 +809,8 @@ impl Watching {
                 },
             };
             let wait = wait.max(backoff(failures, self.poll_every()));
-            if let Err(halt) = self.stop.sleep(wait).await {
-                return halt;
+            if self.stop.sleep(wait).await.is_err() {
+                return Halt::Stopped;
             }
         }
     }
@@ -968,8 +952,8 @@ impl Watching {
                     Err(halt) => return halt,
                 },
             };
-            if let Err(halt) = self.stop.sleep(wait.max(self.poll_every())).await {
-                return halt;
+            if self.stop.sleep(wait.max(self.poll_every())).await.is_err() {
+                return Halt::Stopped;
             }
         }
     }

@@ -246,3 +246,41 @@ pub fn explain(error: &PlatformError) -> String {
         PlatformError::OAuthRejected(why) => format!("The instance did not complete the sign-in: {why}. Please try again."),
     }
 }
+
+/// Why a stored connection cannot be used to call its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Its instance address does not parse.
+    Address,
+    /// Its token does not open with this process's key.
+    Token,
+}
+
+impl Unusable {
+    /// In words for people.
+    pub fn words(self) -> &'static str {
+        match self {
+            Unusable::Address => "the connection's instance address is not valid",
+            Unusable::Token => {
+                "the connection's token could not be read (was FEDIALT_SECRET_KEY changed?); \
+                 connect the account again"
+            }
+        }
+    }
+}
+
+/// What a call to a stored connection's instance needs: its address and its opened token.
+pub fn credentials(
+    secrets: &SecretBox,
+    row: &store::platforms::PlatformRow,
+) -> Result<(InstanceUrl, Secret<String>), Unusable> {
+    let instance =
+        InstanceUrl::parse(&row.instance_url, |_| true).map_err(|_| Unusable::Address)?;
+    let token = secrets
+        .open(
+            &crypto::token_binding(crypto::ACCESS_TOKEN, row.id, row.user_id),
+            &row.access_token_enc,
+        )
+        .map_err(|_| Unusable::Token)?;
+    Ok((instance, token))
+}

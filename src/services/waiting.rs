@@ -11,10 +11,16 @@ use super::versioned::{Lookup, Versioned};
 use crate::cache::keys::Key;
 use crate::cache::{Cache, Entry, Kind};
 use crate::domain::UserId;
-use crate::store::{self, Db, StoreError};
+use crate::store::{self, Conn, Db, StoreError};
 
 /// A count kept this long at most.
 pub const WAITING_TTL: Duration = Duration::from_secs(60);
+
+/// The count, versioned by the time the count began.
+async fn count(conn: &mut Conn, user: UserId) -> Result<(i64, i64), StoreError> {
+    let at = store::now_ms();
+    Ok((at, store::drafts::waiting_for(conn, user.get()).await?))
+}
 
 #[derive(Clone)]
 pub struct Waiting {
@@ -39,10 +45,7 @@ impl Waiting {
     pub async fn get(&self, user: UserId) -> Result<i64, StoreError> {
         self.cached
             .read(&Key::waiting(user), WAITING_TTL, move |conn| {
-                Box::pin(async move {
-                    let at = store::now_ms();
-                    Ok((at, store::drafts::waiting_for(conn, user.get()).await?))
-                })
+                Box::pin(count(conn, user))
             })
             .await
     }
@@ -51,10 +54,7 @@ impl Waiting {
     pub async fn load(&self, user: UserId) -> Result<i64, StoreError> {
         self.cached
             .load(&Key::waiting(user), WAITING_TTL, move |conn| {
-                Box::pin(async move {
-                    let at = store::now_ms();
-                    Ok((at, store::drafts::waiting_for(conn, user.get()).await?))
-                })
+                Box::pin(count(conn, user))
             })
             .await
     }

@@ -433,21 +433,6 @@ pub async fn approve_unreviewed(conn: &mut Conn, ids: &[i64]) -> Result<usize, S
     .await)?)
 }
 
-/// The drafts of one post of a connection.
-pub async fn of_post(
-    conn: &mut Conn,
-    platform_id: i64,
-    status_id: &str,
-) -> Result<Vec<DraftRow>, StoreError> {
-    Ok(run!(conn, |c| cd::table
-        .filter(cd::platform_id.eq(platform_id))
-        .filter(cd::status_id.eq(status_id))
-        .order(cd::id.asc())
-        .select(DraftRow::as_select())
-        .load(c)
-        .await)?)
-}
-
 /// How many of a person's drafts wait for review (the navigation's count).
 pub async fn waiting_for(conn: &mut Conn, user_id: i64) -> Result<i64, StoreError> {
     Ok(run!(conn, |c| cd::table

@@ -22,7 +22,7 @@ struct Setup {
 }
 
 /// `options`, pointed at the fake model unless they say otherwise.
-fn options_with(model: &FakeModel, mut options: Options) -> Options {
+pub(crate) fn options_with(model: &FakeModel, mut options: Options) -> Options {
     let mut env = model.env();
     env.append(&mut options.env);
     options.env = env;

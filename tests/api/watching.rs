@@ -9,7 +9,7 @@ use crate::both_databases;
 use crate::fakes::instance::{FakeInstance, FakePost, Flavor};
 use crate::fakes::model::FakeModel;
 use crate::helpers::*;
-use crate::runs::{fedialt_process, tempdir_for_worker, worker_env};
+use crate::runs::{fedialt_process, options_with, tempdir_for_worker, worker_env};
 use crate::services::{BlackHole, RedisServer};
 use fedialt::store::drafts::DraftRow;
 use fedialt::store::watches::WatchRow;
@@ -31,12 +31,7 @@ struct Watched {
 }
 
 fn watch_options(model: &FakeModel, options: Options) -> Options {
-    let mut env = model.env();
-    env.push(("FEDIALT_WATCH_POLL_SECS".into(), "1".into()));
-    let mut options = options;
-    env.append(&mut options.env);
-    options.env = env;
-    options
+    options_with(model, options.with("FEDIALT_WATCH_POLL_SECS", "1"))
 }
 
 /// An app whose person watches one account that already has an old post with an undescribed

@@ -204,14 +204,7 @@ async fn newest_post(state: &AppState, user: &CurrentUser, id: PlatformId) -> Op
             .await
             .ok()??
     };
-    let instance = crate::domain::InstanceUrl::parse(&row.instance_url, |_| true).ok()?;
-    let token = state
-        .secrets
-        .open(
-            &crate::crypto::token_binding(crate::crypto::ACCESS_TOKEN, row.id, row.user_id),
-            &row.access_token_enc,
-        )
-        .ok()?;
+    let (instance, token) = crate::platforms::connect::credentials(&state.secrets, &row).ok()?;
     let page = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         state
